@@ -1,0 +1,131 @@
+"""A one-layer sparse autoencoder whose internals are hook points."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from saehooks.sae.config import SAEConfig
+from saehooks.sae.hook_point import HookPoint
+
+
+class SparseAutoencoder(nn.Module):
+    """x_hat = act((x - b_dec) @ W_enc + b_enc) @ W_dec + b_dec, with hook points in between.
+
+    ``forward`` accepts ``x`` of shape ``[..., d_in]`` and returns only ``x_hat`` of the same
+    shape. The hook points see the inputs flattened to ``[n_tokens, d]``:
+
+    - ``hook_input``: the raw input, before b_dec is subtracted.
+    - ``hook_pre_acts``: encoder outputs before the nonlinearity, ``[n_tokens, d_sae]``.
+    - ``hook_acts``: latent activations after the nonlinearity and the gate, ``[n_tokens, d_sae]``.
+    - ``hook_x_hat``: the reconstruction, ``[n_tokens, d_in]``.
+
+    Losses and statistics come from trackers (``saehooks.trackers``) attached to these hook points;
+    the SAE owns them as child modules in ``self.trackers`` so that they move and save with it.
+    """
+
+    def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        factory = {"device": device, "dtype": cfg.torch_dtype}
+        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, **factory))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **factory))
+        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, **factory))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **factory))
+
+        self.hook_input = HookPoint()
+        self.hook_pre_acts = HookPoint()
+        self.hook_acts = HookPoint()
+        self.hook_x_hat = HookPoint()
+        self.trackers = nn.ModuleDict()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Draw unit-norm decoder rows and tie the encoder to their transpose.
+
+        Tied initialisation with unit-norm rows follows Gao et al. (2024), "Scaling and evaluating
+        sparse autoencoders", section 2.3; it keeps latents alive early in training.
+        """
+        nn.init.kaiming_uniform_(self.W_dec)
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
+        self.W_enc.copy_(self.W_dec.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    # -- forward pass --------------------------------------------------------------------------
+
+    def encode_pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs before the nonlinearity: ``[n, d_in] -> [n, d_sae]``."""
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def activation(self, pre_acts: torch.Tensor) -> torch.Tensor:
+        """Apply the nonlinearity along the latent (last) axis."""
+        if self.cfg.architecture == "relu":
+            return torch.relu(pre_acts)
+        assert self.cfg.k is not None  # guaranteed by SAEConfig for 'topk'
+        top = pre_acts.topk(self.cfg.k, dim=-1, sorted=False)
+        acts = torch.zeros_like(pre_acts)
+        return acts.scatter(-1, top.indices, torch.relu(top.values))
+
+    def encode(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent activations: ``[..., d_in] -> [..., d_sae]``, passing the hook points."""
+        leading = x.shape[:-1]
+        x_flat = self.hook_input(x.reshape(-1, self.cfg.d_in))  # [n, d_in]
+        pre_acts = self.hook_pre_acts(self.encode_pre_acts(x_flat))  # [n, d_sae]
+        acts = self.activation(pre_acts)
+        if gate is not None:
+            acts = acts * gate.expand(*leading, self.cfg.d_sae).reshape(-1, self.cfg.d_sae)
+        acts = self.hook_acts(acts)
+        return acts.reshape(*leading, self.cfg.d_sae)
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction: ``[..., d_sae] -> [..., d_in]``, passing ``hook_x_hat``."""
+        leading = acts.shape[:-1]
+        x_hat = acts.reshape(-1, self.cfg.d_sae) @ self.W_dec + self.b_dec  # [n, d_in]
+        return self.hook_x_hat(x_hat).reshape(*leading, self.cfg.d_in)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruct ``x`` (``[..., d_in]``); ``gate`` broadcasts to ``[..., d_sae]``."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"input has last dimension {x.shape[-1]}, but this SAE has d_in={self.cfg.d_in}"
+            )
+        return self.decode(self.encode(x, gate))
+
+    # -- decoder geometry used during training --------------------------------------------------
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every decoder row to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Project out the gradient component along each decoder row.
+
+        With unit-norm rows enforced after every step, that component only changes the norm,
+        which the next ``normalize_decoder`` undoes (Bricken et al., 2023, "Towards
+        Monosemanticity", appendix on the autoencoder).
+        """
+        if self.W_dec.grad is None:
+            return
+        unit_rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        parallel = (self.W_dec.grad * unit_rows).sum(dim=1, keepdim=True)  # [d_sae, 1]
+        self.W_dec.grad -= parallel * unit_rows
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Fold a fixed input scaling into the weights.
+
+        After training on ``scale * x``, the folded SAE applied to raw ``x`` returns
+        ``sae_before(scale * x) / scale``: W_enc is multiplied by ``scale``, W_dec and b_dec are
+        divided by it, and b_enc and the latent activations stay the same.
+        """
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.W_enc *= scale
+        self.W_dec /= scale
+        self.b_dec /= scale

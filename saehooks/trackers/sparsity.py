@@ -1,0 +1,40 @@
+"""Sparsity penalties and the L0 statistic, read from the latent activations."""
+
+from __future__ import annotations
+
+import torch
+
+from saehooks.trackers.base import Tracker
+
+
+class DecoderNormL1(Tracker):
+    """L1 penalty weighted by decoder-row norms: mean over tokens of sum_j |acts_j| * ||W_dec[j]||.
+
+    Weighting by the decoder norm stops the optimiser from shrinking activations while growing
+    decoder rows to dodge the penalty (Anthropic, "Towards Monosemanticity" April 2024 update).
+    ``loss`` holds the value for the latest forward pass and keeps its graph.
+    """
+
+    hook_point_name = "hook_acts"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss: torch.Tensor | None = None
+
+    def observe(self, value: torch.Tensor) -> None:
+        decoder_norms = self.sae.W_dec.norm(dim=1)  # [d_sae]
+        self.loss = (value.abs() * decoder_norms).sum(dim=-1).mean()
+
+
+class L0Tracker(Tracker):
+    """Mean number of non-zero latents per token in the latest forward pass."""
+
+    hook_point_name = "hook_acts"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l0: float = float("nan")
+
+    @torch.no_grad()
+    def observe(self, value: torch.Tensor) -> None:
+        self.l0 = (value != 0).sum(dim=-1).float().mean().item()
