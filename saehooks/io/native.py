@@ -1,0 +1,329 @@
+"""The native SAE folder: ``cfg.json`` plus ``sae_weights.safetensors`` in SAELens's layout.
+
+A saved SAE is a folder that contains exactly two files:
+
+- ``sae_weights.safetensors`` with ``W_enc`` ``[d_in, d_sae]``, ``W_dec`` ``[d_sae, d_in]``,
+  ``b_enc`` ``[d_sae]`` and ``b_dec`` ``[d_in]``, in the SAE's dtype.
+- ``cfg.json`` with the keys SAELens 6 reads (``d_in``, ``d_sae``, ``architecture``, ``k`` for
+  TopK, ``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``,
+  ``reshape_activations`` and a ``metadata`` object with ``model_name`` and ``hook_name``), plus
+  ``hook_name`` and ``model_name`` at the top level as older readers expect.
+
+Activation normalisation is folded into the weights before saving, so ``normalize_activations``
+is always ``"none"``. Loading never unpickles: the weights come from ``safetensors`` and are
+checked key by key against the module built from ``cfg.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from saehooks.sae.config import DTYPES, SAEConfig
+from saehooks.sae.sparse_autoencoder import SparseAutoencoder
+
+logger = logging.getLogger(__name__)
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae_weights.safetensors"
+WEIGHT_NAMES = ("W_enc", "W_dec", "b_enc", "b_dec")
+
+# Architecture names in cfg.json (SAELens's spelling) and in SAEConfig.
+ARCHITECTURE_TO_FILE = {"relu": "standard", "topk": "topk"}
+ARCHITECTURE_FROM_FILE = {name: ours for ours, name in ARCHITECTURE_TO_FILE.items()}
+
+# Top-level cfg.json keys that load_sae reads. Any other key is rejected rather than dropped,
+# because a setting the loader ignored could change what the SAE computes.
+KNOWN_CFG_KEYS = frozenset(
+    {
+        "d_in",
+        "d_sae",
+        "architecture",
+        "k",
+        "dtype",
+        "device",
+        "apply_b_dec_to_input",
+        "normalize_activations",
+        "reshape_activations",
+        "hook_name",
+        "model_name",
+        "metadata",
+    }
+)
+
+
+# -- saving ------------------------------------------------------------------------------------
+
+
+def sae_cfg_dict(sae: SparseAutoencoder, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the ``cfg.json`` contents for ``sae``, with ``extra`` merged into ``metadata``."""
+    cfg = sae.cfg
+    metadata: dict[str, Any] = {"model_name": cfg.model_name, "hook_name": cfg.hook_name}
+    for key, value in (extra or {}).items():
+        if key in metadata:
+            raise ValueError(
+                f"extra key {key!r} would overwrite the SAE's own {key}={metadata[key]!r}; "
+                f"set it in SAEConfig instead"
+            )
+        metadata[key] = value
+
+    values: dict[str, Any] = {
+        "architecture": ARCHITECTURE_TO_FILE[cfg.architecture],
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "hook_name": cfg.hook_name,
+        "model_name": cfg.model_name,
+        "metadata": metadata,
+    }
+    if cfg.architecture == "topk":
+        values["k"] = cfg.k
+    return values
+
+
+def save_sae(
+    sae: SparseAutoencoder, folder: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``sae`` to ``folder`` as ``cfg.json`` and ``sae_weights.safetensors``.
+
+    The files are written into a temporary folder beside ``folder`` and renamed into place, so an
+    interrupted save leaves no partial SAE behind. An existing SAE folder at ``folder`` is replaced
+    only after the new one is complete.
+
+    Args:
+        sae: the SAE to save. Normalisation must already be folded into its weights.
+        folder: the target folder. Its parent is created when missing.
+        extra: JSON-serialisable values stored in ``metadata``, for example the number of training
+            tokens, the context size or the dataset.
+
+    Returns:
+        The resolved target folder.
+
+    Raises:
+        FileExistsError: ``folder`` exists and contains anything other than a saved SAE.
+        TypeError: ``extra`` contains a value that JSON cannot encode.
+    """
+    target = Path(folder).resolve()
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cfg_values = sae_cfg_dict(sae, extra)
+    tensors = {name: getattr(sae, name).detach().to("cpu").contiguous() for name in WEIGHT_NAMES}
+
+    with _temporary_folder(target) as staging:
+        save_file(tensors, str(staging / WEIGHTS_FILENAME), metadata={"format": "pt"})
+        with open(staging / CFG_FILENAME, "w") as cfg_file:
+            json.dump(cfg_values, cfg_file, indent=2)
+        _move_into_place(staging, target)
+    logger.info("saved SAE (%s, d_sae=%d) to %s", sae.cfg.architecture, sae.cfg.d_sae, target)
+    return target
+
+
+def _check_replaceable(target: Path) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder. Choose another SAE folder.")
+    contents = {path.name for path in target.iterdir()}
+    if contents - {CFG_FILENAME, WEIGHTS_FILENAME}:
+        raise FileExistsError(
+            f"{target} contains files other than {CFG_FILENAME} and {WEIGHTS_FILENAME} "
+            f"({sorted(contents)}); save the SAE to a new or dedicated folder"
+        )
+
+
+@contextmanager
+def _temporary_folder(target: Path) -> Iterator[Path]:
+    """Create an empty folder beside ``target`` and remove it on exit unless it was renamed."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, replacing an existing ``target`` folder.
+
+    Linux cannot rename a folder over a non-empty one, so an old ``target`` is first renamed
+    aside and deleted once the new folder is in place. If the second rename fails, the old folder
+    is renamed back.
+    """
+    if not target.exists():
+        os.rename(staging, target)
+        return
+
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_sae(
+    folder: str | Path, device: torch.device | str = "cpu", dtype: str | None = None
+) -> SparseAutoencoder:
+    """Load an SAE saved by :func:`save_sae` (or by SAELens in the same layout).
+
+    Args:
+        folder: a folder holding ``cfg.json`` and ``sae_weights.safetensors``.
+        device: where the loaded parameters live.
+        dtype: cast the parameters to this dtype after loading (one of float32, float16,
+            bfloat16, float64); ``None`` keeps the dtype stored in the file.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: ``cfg.json`` contains an unknown key, an unsupported architecture or setting, or
+            the weights do not match the config in key set, shape or dtype.
+    """
+    folder = Path(folder)
+    cfg_path = folder / CFG_FILENAME
+    weights_path = folder / WEIGHTS_FILENAME
+    for path in (cfg_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path.name} not found in {folder}. A saved SAE folder contains "
+                f"{CFG_FILENAME} and {WEIGHTS_FILENAME}"
+            )
+
+    file_cfg = sae_config_from_dict(_read_cfg_json(cfg_path), cfg_path)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {tuple(DTYPES)}")
+    cfg = dataclasses.replace(file_cfg, dtype=dtype) if dtype is not None else file_cfg
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+    except SafetensorError as error:
+        raise ValueError(f"{weights_path} is not a valid safetensors file: {error}") from error
+
+    sae = SparseAutoencoder(cfg, device=device)
+    _check_tensors(tensors, sae, file_cfg, weights_path)
+    with torch.no_grad():
+        for name in WEIGHT_NAMES:
+            getattr(sae, name).copy_(tensors[name])  # casts when dtype differs from the file
+    logger.info("loaded SAE (%s, d_sae=%d) from %s", cfg.architecture, cfg.d_sae, folder)
+    return sae
+
+
+def _read_cfg_json(cfg_path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{cfg_path} is not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{cfg_path} must contain a JSON object, found {type(values).__name__}")
+    return values
+
+
+def sae_config_from_dict(values: dict[str, Any], source: Path | str = "cfg.json") -> SAEConfig:
+    """Build an :class:`SAEConfig` from ``cfg.json`` contents.
+
+    ``source`` names the file in error messages.
+    """
+    unknown = sorted(set(values) - KNOWN_CFG_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown keys {unknown}; known keys are {sorted(KNOWN_CFG_KEYS)}"
+        )
+    for key in ("d_in", "d_sae", "architecture"):
+        if key not in values:
+            raise ValueError(f"{source}: required key {key!r} is missing")
+
+    architecture = values["architecture"]
+    if architecture not in ARCHITECTURE_FROM_FILE:
+        raise ValueError(
+            f"{source}: architecture {architecture!r} is not supported; "
+            f"expected one of {sorted(ARCHITECTURE_FROM_FILE)}"
+        )
+    for key in ("normalize_activations", "reshape_activations"):
+        if values.get(key, "none") != "none":
+            raise ValueError(
+                f"{source}: {key}={values[key]!r} is not supported; expected 'none' "
+                f"(fold any normalisation into the weights before saving)"
+            )
+
+    metadata = values.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{source}: 'metadata' must be a JSON object, found {metadata!r}")
+    names = {
+        key: _top_level_or_metadata(values, metadata, key, source)
+        for key in ("hook_name", "model_name")
+    }
+    try:
+        return SAEConfig(
+            d_in=values["d_in"],
+            d_sae=values["d_sae"],
+            architecture=ARCHITECTURE_FROM_FILE[architecture],
+            k=values.get("k") if architecture == "topk" else None,
+            dtype=values.get("dtype", "float32"),
+            apply_b_dec_to_input=values.get("apply_b_dec_to_input", True),
+            **names,
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from error
+
+
+def _top_level_or_metadata(
+    values: dict[str, Any], metadata: dict[str, Any], key: str, source: Path | str
+) -> str:
+    top, nested = values.get(key), metadata.get(key)
+    if top is not None and nested is not None and top != nested:
+        raise ValueError(
+            f"{source}: {key} is {top!r} at the top level but {nested!r} in metadata; "
+            f"make them agree"
+        )
+    return top if top is not None else (nested or "")
+
+
+def _check_tensors(
+    tensors: dict[str, torch.Tensor],
+    sae: SparseAutoencoder,
+    file_cfg: SAEConfig,
+    weights_path: Path,
+) -> None:
+    """Check key set and shapes against ``sae`` and dtypes against ``file_cfg``.
+
+    Raises ``ValueError`` naming the file, the tensor and the expected and found values.
+    """
+    expected = {name: getattr(sae, name) for name in WEIGHT_NAMES}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights_path}: tensor keys do not match the config; missing {missing}, "
+            f"unexpected {unexpected}, expected exactly {sorted(expected)}"
+        )
+    for name, parameter in expected.items():
+        found = tensors[name]
+        if found.shape != parameter.shape:
+            raise ValueError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(found.shape)}, expected "
+                f"{tuple(parameter.shape)} from d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}"
+            )
+        if found.dtype != file_cfg.torch_dtype:
+            raise ValueError(
+                f"{weights_path}: tensor {name!r} has dtype {found.dtype}, expected "
+                f"{file_cfg.torch_dtype} from dtype={file_cfg.dtype!r} in {CFG_FILENAME}"
+            )
