@@ -50,7 +50,8 @@ class SAEConfig:
         if self.architecture == "topk":
             if self.k is None or not 1 <= self.k <= self.d_sae:
                 raise ValueError(
-                    f"k={self.k} is invalid for architecture='topk'; use 1 <= k <= d_sae={self.d_sae}"
+                    f"k={self.k} is invalid for architecture='topk'; "
+                    f"use 1 <= k <= d_sae={self.d_sae}"
                 )
         elif self.k is not None:
             raise ValueError(f"k={self.k} only applies to architecture='topk'; set k=None")

@@ -42,13 +42,16 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Draw unit-norm decoder rows and tie the encoder to their transpose.
+        """Draw random decoder rows of a fixed norm and tie the encoder to their transpose.
 
-        Tied initialisation with unit-norm rows follows Gao et al. (2024), "Scaling and evaluating
-        sparse autoencoders", section 2.3; it keeps latents alive early in training.
+        TopK SAEs start with unit-norm rows, as in Gao et al. (2024), "Scaling and evaluating
+        sparse autoencoders", section 2.3, where tied initialisation keeps latents alive early in
+        training. ReLU SAEs, whose L1 penalty is weighted by the decoder norms, start with rows of
+        norm 0.1, as in Anthropic's "Update on how we train SAEs" (Circuits Updates, April 2024).
         """
+        row_norm = 1.0 if self.cfg.architecture == "topk" else 0.1
         nn.init.kaiming_uniform_(self.W_dec)
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
+        self.W_dec *= row_norm / self.W_dec.norm(dim=1, keepdim=True)
         self.W_enc.copy_(self.W_dec.T)
         self.b_enc.zero_()
         self.b_dec.zero_()

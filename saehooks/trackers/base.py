@@ -68,7 +68,9 @@ class Tracker(nn.Module):
                     del sae.trackers[name]
         self._sae_ref = None
 
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def _hook(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
         self.observe(output)
 
     def observe(self, value: torch.Tensor) -> None:
@@ -78,7 +80,7 @@ class Tracker(nn.Module):
 
 @contextmanager
 def attached(sae: SparseAutoencoder, **trackers: Tracker) -> Iterator[SparseAutoencoder]:
-    """Attach trackers by name for the duration of a ``with`` block; detach them on exit or error."""
+    """Attach trackers by name inside a ``with`` block; detach them on exit or error."""
     done: list[Tracker] = []
     try:
         for name, tracker in trackers.items():

@@ -1,0 +1,209 @@
+"""The training loop: one SAE, batches of activations in, metrics out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from saehooks.sae import SAEConfig, SparseAutoencoder
+from saehooks.trackers import DecoderNormL1, FireCounter, L0Tracker
+from saehooks.training.config import TrainingConfig
+from saehooks.training.initialization import geometric_median, normalization_scale
+from saehooks.training.schedules import lr_multiplier, warmup_multiplier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) training run did."""
+
+    steps: int
+    """Optimiser steps taken."""
+    tokens: int
+    """Activations consumed."""
+    interrupted: bool
+    """True when Ctrl-C stopped the run before its token budget."""
+    seconds: float
+    """Wall-clock time of the loop."""
+    last_metrics: dict[str, float]
+    """Metrics of the final step."""
+
+
+class Trainer:
+    """Train one SAE with Adam on batches of activations ``[batch, d_in]``.
+
+    The trainer attaches its trackers to the SAE (``l0``, ``fires`` and, for ReLU SAEs, ``l1``),
+    builds the loss from the MSE and the trackers' penalty, and writes one JSON line of metrics per
+    step to ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
+    ``fit``; ``export`` returns the trained SAE with the input scale folded into its weights.
+    """
+
+    def __init__(
+        self,
+        sae: SparseAutoencoder,
+        cfg: TrainingConfig,
+        metrics_path: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.sae = sae
+        self.cfg = cfg
+        self.metrics_path = metrics_path
+        self.progress = progress
+        self.scale = 1.0
+        self.step_count = 0
+        self.tokens_seen = 0
+
+        self.l0 = L0Tracker()
+        self.l0.attach(sae, "l0")
+        self.fires = FireCounter(sae.cfg.d_sae).to(sae.W_dec.device)
+        self.fires.attach(sae, "fires")
+        self.l1: DecoderNormL1 | None = None
+        if sae.cfg.architecture == "relu":
+            self.l1 = DecoderNormL1()
+            self.l1.attach(sae, "l1")
+
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+
+    @torch.no_grad()
+    def initialize(self, sample: torch.Tensor) -> None:
+        """Set the input scale and b_dec from a sample of raw activations ``[n, d_in]``."""
+        sample = sample.to(self.sae.W_dec.device, torch.float32)
+        self.scale = normalization_scale(sample) if self.cfg.normalize_activations else 1.0
+        scaled = sample * self.scale
+        if self.cfg.b_dec_init == "geometric_median":
+            self.sae.b_dec.copy_(geometric_median(scaled))
+        elif self.cfg.b_dec_init == "mean":
+            self.sae.b_dec.copy_(scaled.mean(dim=0))
+        logger.info("input scale %.4g, b_dec initialised by %s", self.scale, self.cfg.b_dec_init)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on raw activations ``x`` ``[batch, d_in]``; return its metrics."""
+        cfg = self.cfg
+        lr = cfg.lr * lr_multiplier(
+            self.step_count, cfg.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        x = x.to(self.sae.W_dec.device, self.sae.W_dec.dtype) * self.scale
+        x_hat = self.sae(x)  # [batch, d_in]; the trackers saw this pass
+        mse = (x_hat - x).pow(2).sum(dim=-1).mean()
+        loss = mse
+        l1_coefficient = 0.0
+        if self.l1 is not None and self.l1.loss is not None:
+            warmup_steps = int(cfg.l1_warmup_fraction * cfg.total_steps)
+            l1_coefficient = cfg.l1_coefficient * warmup_multiplier(self.step_count, warmup_steps)
+            loss = loss + l1_coefficient * self.l1.loss
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.sae.cfg.architecture == "topk":
+            self.sae.remove_parallel_decoder_grad()
+        grad_norm = float("nan")
+        if cfg.grad_clip_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.grad_clip_norm)
+            grad_norm = grad_norm.item()
+        self.optimizer.step()
+        if self.sae.cfg.architecture == "topk":
+            self.sae.normalize_decoder()
+
+        self.step_count += 1
+        self.tokens_seen += x.shape[0]
+        with torch.no_grad():
+            variance = (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean()
+            fvu = (mse / variance).item()
+        metrics = {
+            "step": self.step_count,
+            "tokens": self.tokens_seen,
+            "loss/total": loss.item(),
+            "loss/mse": mse.item(),
+            "loss/fvu": fvu,
+            "sparsity/l0": self.l0.l0,
+            "dead/fraction": self.fires.dead_fraction(cfg.dead_window_tokens),
+            "optim/lr": lr,
+            "optim/grad_norm": grad_norm,
+        }
+        if self.l1 is not None and self.l1.loss is not None:
+            metrics["loss/l1"] = self.l1.loss.item()
+            metrics["sparsity/l1_coefficient"] = l1_coefficient
+        return metrics
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> TrainResult:
+        """Train until the token budget is consumed, the batches run out, or Ctrl-C is pressed.
+
+        Ctrl-C finishes cleanly: the loop stops between steps, and the SAE keeps what it learned.
+        """
+        cfg = self.cfg
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        interrupted = False
+        bar = tqdm(total=cfg.total_tokens, unit="tok", unit_scale=True, disable=not self.progress)
+        log_file = self._open_metrics_log()
+        try:
+            for x in batches:
+                if self.tokens_seen >= cfg.total_tokens:
+                    break
+                metrics = self.train_step(x)
+                metrics["speed/tokens_per_s"] = self.tokens_seen / (time.perf_counter() - start)
+                if log_file is not None:
+                    log_file.write(json.dumps(metrics) + "\n")
+                bar.update(x.shape[0])
+                if self.step_count % cfg.log_every == 0:
+                    bar.set_postfix(_progress_fields(metrics), refresh=False)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted at step %d; keeping what was trained", self.step_count)
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+        return TrainResult(
+            steps=self.step_count,
+            tokens=self.tokens_seen,
+            interrupted=interrupted,
+            seconds=time.perf_counter() - start,
+            last_metrics=metrics,
+        )
+
+    def export(self) -> SparseAutoencoder:
+        """A copy of the SAE without trackers, its input scale folded into the weights."""
+        trained = SparseAutoencoder(self.sae.cfg, device=self.sae.W_dec.device)
+        weights = ("W_enc", "b_enc", "W_dec", "b_dec")
+        trained.load_state_dict({name: self.sae.get_parameter(name).detach() for name in weights})
+        trained.fold_input_scale(self.scale)
+        return trained
+
+    def _open_metrics_log(self) -> IO[str] | None:
+        if self.metrics_path is None:
+            return None
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        return self.metrics_path.open("a", encoding="utf-8")
+
+
+def _progress_fields(metrics: dict[str, Any]) -> dict[str, str]:
+    return {
+        "tok/s": f"{metrics['speed/tokens_per_s']:.0f}",
+        "loss": f"{metrics['loss/total']:.4g}",
+        "fvu": f"{metrics['loss/fvu']:.3f}",
+        "L0": f"{metrics['sparsity/l0']:.1f}",
+        "dead": f"{metrics['dead/fraction']:.3f}",
+    }
+
+
+def new_sae(cfg: SAEConfig, seed: int, device: torch.device | str = "cpu") -> SparseAutoencoder:
+    """An SAE initialised from a fixed seed."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return SparseAutoencoder(cfg, device=device)
+    finally:
+        torch.random.set_rng_state(generator_state)
