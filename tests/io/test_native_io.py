@@ -15,11 +15,6 @@ from saehooks.sae import SAEConfig, SparseAutoencoder
 WEIGHTS = "sae_weights.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def seed() -> None:
-    torch.manual_seed(0)
-
-
 def make_sae(architecture: str = "topk", dtype: str = "float32") -> SparseAutoencoder:
     cfg = SAEConfig(
         d_in=12,
