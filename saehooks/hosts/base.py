@@ -1,0 +1,141 @@
+"""The ``Host`` protocol: what the rest of saehooks needs from a language model.
+
+A host runs a model on token ids and exposes its activations by hook name: it harvests them,
+splices replacements into them, and returns logits. Adapters (TransformerLens, nnsight) implement
+the protocol; nothing outside ``saehooks.hosts`` depends on an adapter's own types.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Replacement = Callable[[Tensor], Tensor]
+"""Maps an activation ``[B, T, d]`` to its replacement of the same shape."""
+
+
+@runtime_checkable
+class Host(Protocol):
+    """A language model whose activations can be read and replaced by hook name.
+
+    Token ids are always ``LongTensor[B, T]`` that the caller has already given a BOS token at
+    position 0 where it wants one; hosts never add BOS themselves.
+    """
+
+    model_name: str
+    """Name of the model, as recorded in saved SAE configs (a hub name or a folder path)."""
+    tokenizer: Any
+    """The HF tokenizer. It does not add BOS by itself; see ``bos_token_id``."""
+    bos_token_id: int
+    """The token id the token stream puts at position 0 of every context."""
+    d_model: int
+    """Width of the residual stream."""
+    n_layers: int
+    """Number of transformer blocks."""
+
+    def resolve_hook(self, name: str) -> str:
+        """Return the canonical spelling of hook ``name``.
+
+        Raises:
+            ValueError: ``name`` is not a hook of this host. The message lists the closest
+                valid names and says how to list all of them.
+        """
+        ...
+
+    def hook_names(self) -> list[str]:
+        """Return every hook name this host can harvest or splice, in model order."""
+        ...
+
+    def harvest(self, tokens: Tensor, hook_names: Sequence[str]) -> dict[str, Tensor]:
+        """Return the activations ``[B, T, d]`` at each hook for ``tokens`` ``[B, T]``.
+
+        The forward pass runs under ``torch.inference_mode()`` and stops after the deepest
+        hooked layer. The returned tensors are ordinary tensors (not inference tensors), so
+        they can feed a training step directly. Keys are the names as given.
+        """
+        ...
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """Return the logits ``[B, T, vocab]`` of a full forward pass without gradients,
+        with every active splice applied."""
+        ...
+
+    def splice(
+        self, replacements: Mapping[str, Replacement], skip_bos: bool = True
+    ) -> AbstractContextManager[Host]:
+        """Replace activations at the named hooks for every forward pass inside the context.
+
+        At each hook, ``fn`` receives the whole activation ``a`` ``[B, T, d]`` and its result
+        replaces ``a``. With ``skip_bos=True`` position 0 keeps its clean activation (BOS
+        activations are much larger than the others, and an SAE is not trained on them).
+        Every hook the splice added is removed on exit, also when the body or a replacement
+        raises; hooks registered by others stay.
+        """
+        ...
+
+
+def unknown_hook_error(name: str, valid_names: Sequence[str], model_name: str) -> ValueError:
+    """Build the error for a hook name that ``valid_names`` lacks, with the closest matches."""
+    closest = difflib.get_close_matches(name, valid_names, n=5, cutoff=0.5)
+    if closest:
+        hint = "closest valid names: " + ", ".join(closest)
+    else:
+        hint = "no valid name is close to it"
+    return ValueError(
+        f"unknown hook name {name!r} for {model_name}; {hint}. "
+        f"host.hook_names() lists all {len(valid_names)} valid names."
+    )
+
+
+def check_tokens(tokens: Tensor) -> Tensor:
+    """Check that ``tokens`` are integer token ids ``[B, T]`` and return them as int64.
+
+    Raises:
+        TypeError: ``tokens`` is not an integer tensor (a string, for example).
+        ValueError: ``tokens`` does not have two dimensions or has no positions.
+    """
+    integer_dtypes = (torch.int64, torch.int32, torch.int16, torch.uint8)
+    if not isinstance(tokens, Tensor) or tokens.dtype not in integer_dtypes:
+        raise TypeError(
+            f"tokens must be an integer tensor of token ids [B, T], got {type(tokens).__name__}"
+            + (f" of dtype {tokens.dtype}" if isinstance(tokens, Tensor) else "")
+            + "; tokenize first and put BOS at position 0 yourself"
+        )
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(
+            f"tokens must have shape [B, T] with T >= 1, got {tuple(tokens.shape)}; "
+            "use tokens[None] for a single sequence"
+        )
+    return tokens.long()
+
+
+def splice_positions(clean: Tensor, replaced: Tensor, skip_bos: bool) -> Tensor:
+    """Return ``replaced``, with position 0 taken from ``clean`` when ``skip_bos`` is set.
+
+    Raises:
+        ValueError: ``replaced`` is not a tensor of the same shape as ``clean``.
+    """
+    if not isinstance(replaced, Tensor) or replaced.shape != clean.shape:
+        got = tuple(replaced.shape) if isinstance(replaced, Tensor) else type(replaced).__name__
+        raise ValueError(
+            f"a splice replacement must return a tensor of the activation's shape "
+            f"{tuple(clean.shape)}, got {got}"
+        )
+    replaced = replaced.to(clean.dtype)
+    if not skip_bos:
+        return replaced
+    return torch.cat([clean[:, :1], replaced[:, 1:]], dim=1)  # [B, T, ...]
+
+
+__all__ = [
+    "Host",
+    "Replacement",
+    "check_tokens",
+    "splice_positions",
+    "unknown_hook_error",
+]

@@ -1,0 +1,206 @@
+"""A ``Host`` built on TransformerLens 4.x's ``TransformerBridge`` around an HF causal LM.
+
+Hook names are TransformerLens's own (``blocks.6.hook_resid_post``), aliases included. The bridge
+wraps the HF model in place: its submodules become bridge components, and its attention switches
+to the eager implementation, so a model handed to this host should not be used elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
+
+from saehooks.hosts.base import (
+    Replacement,
+    check_tokens,
+    splice_positions,
+    unknown_hook_error,
+)
+from saehooks.hosts.loading import load_hf_model, model_label
+
+logger = logging.getLogger(__name__)
+
+# Hooks that fire before block 0, so a harvest of only these can stop at block 0.
+_EMBEDDING_STAGE_PREFIXES = ("embed.", "hook_embed", "hook_tokens")
+
+# Hooks whose activation does not have positions on axis 1 ([B, heads, query, key]).
+_NON_POSITION_AXIS_SUFFIXES = ("hook_pattern", "hook_attn_scores")
+
+
+class _SpliceHook:
+    """A TransformerLens forward hook that replaces the activation with ``replacement(a)``."""
+
+    def __init__(self, name: str, replacement: Replacement, skip_bos: bool) -> None:
+        self.name = name
+        self.replacement = replacement
+        self.skip_bos = skip_bos
+
+    def __call__(self, activation: Tensor, *, hook: HookPoint) -> Tensor:
+        replaced = self.replacement(activation)  # [B, T, d]
+        return splice_positions(activation, replaced, self.skip_bos)
+
+    def __repr__(self) -> str:
+        return f"saehooks splice at {self.name}"
+
+
+class TransformerLensHost:
+    """A host whose hook points come from a TransformerLens ``TransformerBridge``.
+
+    Args:
+        model: a loaded HF causal LM. The bridge modifies it in place (see the module doc).
+        tokenizer: its HF tokenizer. The host keeps this one, which does not add BOS; the
+            bridge keeps a BOS-adding copy of its own that the host never uses.
+        model_name: the name recorded in saved SAE configs and in the bridge's config.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, model_name: str) -> None:
+        bos_token_id = getattr(tokenizer, "bos_token_id", None)
+        if bos_token_id is None:
+            raise ValueError(
+                f"the tokenizer of {model_name} has no BOS token; set tokenizer.bos_token "
+                "to the token that should start every context"
+            )
+        device = next(model.parameters()).device
+        self.model_name = model_name
+        self.tokenizer = tokenizer
+        self.bos_token_id = int(bos_token_id)
+        self.bridge = TransformerBridge.boot_transformers(
+            model_name, hf_model=model, tokenizer=tokenizer, device=str(device)
+        )
+        self.bridge.eval()
+        self.d_model = int(self.bridge.cfg.d_model)
+        self.n_layers = int(self.bridge.cfg.n_layers)
+        self._hook_points = self._usable_hook_points()
+
+    @classmethod
+    def load(
+        cls, name_or_path: str = "smollm2", dtype: torch.dtype = torch.float32
+    ) -> TransformerLensHost:
+        """Load a model with :func:`load_hf_model` and wrap it in a bridge."""
+        model, tokenizer = load_hf_model(name_or_path, dtype=dtype)
+        return cls(model, tokenizer, model_label(name_or_path))
+
+    def _usable_hook_points(self) -> dict[str, HookPoint]:
+        """Map every hook name that can fire on this bridge to its hook point.
+
+        The bridge lists some hooks that stay off until a ``set_use_*`` switch is turned on;
+        ``check_hooks_to_add`` raises for those, and they are left out.
+        """
+        usable: dict[str, HookPoint] = {}
+        for name, hook_point in self.bridge.hook_dict.items():
+            try:
+                self.bridge.check_hooks_to_add(hook_point, name, _no_op_hook)
+            except ValueError:
+                continue
+            usable[name] = hook_point
+        return usable
+
+    def hook_names(self) -> list[str]:
+        return list(self._hook_points)
+
+    def resolve_hook(self, name: str) -> str:
+        """Return ``name`` itself when it is a hook of this bridge (aliases stay as given)."""
+        if name in self._hook_points:
+            return name
+        raise unknown_hook_error(name, list(self._hook_points), self.model_name)
+
+    def _stop_layer(self, names: Sequence[str]) -> int | None:
+        """Return the block index at which a harvest of ``names`` can stop, or None for none."""
+        deepest = -1
+        for name in names:
+            canonical = self._hook_points[name].name or name
+            if canonical.startswith(_EMBEDDING_STAGE_PREFIXES):
+                continue
+            if not canonical.startswith("blocks."):
+                return None  # final norm, unembedding or rotary tables: run the whole model
+            deepest = max(deepest, int(canonical.split(".")[1]))
+        stop = deepest + 1
+        return stop if stop < self.n_layers else None
+
+    def harvest(self, tokens: Tensor, hook_names: Sequence[str]) -> dict[str, Tensor]:
+        """Return the activations at ``hook_names`` for ``tokens`` ``[B, T]``.
+
+        The forward pass stops at the block after the deepest hooked one. The cached tensors
+        are inference tensors, so each is cloned after inference mode ends; the clone makes it
+        usable in autograd (and costs one copy of the activations).
+
+        Raises:
+            ValueError: ``hook_names`` is empty or holds an unknown name.
+            RuntimeError: a hook did not fire during the forward pass.
+        """
+        names = [self.resolve_hook(name) for name in hook_names]
+        if not names:
+            raise ValueError("harvest needs at least one hook name")
+        tokens = check_tokens(tokens).to(self.bridge.cfg.device)
+        stop_layer = self._stop_layer(names)
+
+        with torch.inference_mode():
+            _, cache = self.bridge.run_with_cache(
+                tokens,
+                names_filter=list(dict.fromkeys(names)),
+                stop_at_layer=stop_layer,
+                return_cache_object=False,
+            )
+
+        missing = [name for name in names if cache.get(name) is None]
+        if missing:
+            raise RuntimeError(
+                f"hooks {missing} did not fire in a forward pass of {self.model_name} "
+                f"stopped at block {stop_layer}"
+            )
+        return {name: cache[name].clone() for name in names}
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """Return the logits ``[B, T, vocab]`` of a full forward pass without gradients."""
+        tokens = check_tokens(tokens).to(self.bridge.cfg.device)
+        with torch.no_grad():
+            return self.bridge(tokens, return_type="logits")  # [B, T, vocab]
+
+    @contextmanager
+    def splice(
+        self, replacements: Mapping[str, Replacement], skip_bos: bool = True
+    ) -> Iterator[TransformerLensHost]:
+        """Replace the activations at the named hooks inside the context (see ``Host.splice``).
+
+        Raises:
+            ValueError: an unknown hook name; two names for the same hook point; ``skip_bos``
+                on a hook whose axis 1 is not the position axis (attention patterns and scores).
+        """
+        hooks = []
+        spliced_points: dict[int, str] = {}
+        for name, replacement in replacements.items():
+            canonical = self.resolve_hook(name)
+            hook_point = self._hook_points[canonical]
+            if id(hook_point) in spliced_points:
+                raise ValueError(
+                    f"{name!r} and {spliced_points[id(hook_point)]!r} name the same hook point; "
+                    "splice it once"
+                )
+            spliced_points[id(hook_point)] = name
+            if skip_bos and not _positions_on_axis_1(canonical, hook_point):
+                raise ValueError(
+                    f"skip_bos=True keeps position 0 on axis 1, but the activation at {name!r} "
+                    "has its positions on another axis; pass skip_bos=False"
+                )
+            hooks.append((canonical, _SpliceHook(canonical, replacement, skip_bos)))
+
+        # The bridge's context manager removes exactly the hooks it added, also on error.
+        with self.bridge.hooks(fwd_hooks=hooks):
+            yield self
+
+
+def _no_op_hook(activation: Tensor, *, hook: HookPoint) -> None:
+    return None
+
+
+def _positions_on_axis_1(name: str, hook_point: HookPoint) -> bool:
+    if name.endswith(_NON_POSITION_AXIS_SUFFIXES):
+        return False
+    return getattr(hook_point, "pos_dim", None) in (None, 1)
