@@ -37,12 +37,12 @@ class DataConfig:
     """Contexts per host forward pass."""
     buffer_tokens: int = 131_072
     """Activations held in the shuffling buffer."""
-    eval_fraction: float = 0.05
+    eval_fraction: float = 0.03
     """Fraction of documents held out for evaluation; training never sees them."""
     drop_bos: bool = True
     """Leave BOS positions out of the training activations."""
-    seed: int = 0
-    """Seed for document order and the held-out split."""
+    shuffle_seed: int = 0
+    """Seed for the order of training documents; the held-out split does not depend on it."""
 
     def __post_init__(self) -> None:
         if self.context_size < 2:

@@ -1,0 +1,124 @@
+"""The ``saehooks`` command: ``train`` an SAE on live activations and ``eval`` a saved one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from saehooks.config_args import add_config_arguments, config_from_args
+from saehooks.sae import SAEConfig
+from saehooks.training.config import DataConfig, TrainingConfig
+
+DEFAULT_D_SAE = 4608
+DEFAULT_TOPK_K = 32
+DEFAULT_EVAL_TOKENS = 24_576
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saehooks", description="Train and evaluate sparse autoencoders on LM activations."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train an SAE on live activations, then evaluate it on held-out text",
+    )
+    train.add_argument(
+        "--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)"
+    )
+    train.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=DEFAULT_EVAL_TOKENS,
+        help="held-out tokens to evaluate on after training, 0 to skip "
+        f"(default: {DEFAULT_EVAL_TOKENS})",
+    )
+    train.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    add_config_arguments(train, SAEConfig, skip=("d_in", "hook_name", "model_name", "d_sae", "k"))
+    train.add_argument(
+        "--d-sae",
+        type=int,
+        default=DEFAULT_D_SAE,
+        help=f"number of latents (default: {DEFAULT_D_SAE})",
+    )
+    train.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help=f"latents kept per token by topk (default: {DEFAULT_TOPK_K} for topk)",
+    )
+    add_config_arguments(train, DataConfig)
+    add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a saved SAE spliced into its host; writes metrics.json"
+    )
+    evaluate.add_argument("path", type=Path, help="a run folder from 'train' or an SAE folder")
+    evaluate.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=DEFAULT_EVAL_TOKENS,
+        help=f"held-out tokens to evaluate on (default: {DEFAULT_EVAL_TOKENS})",
+    )
+    evaluate.add_argument("--corpus", default=None, help="override the corpus stored with the SAE")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from saehooks.evaluation.evaluate import format_table
+    from saehooks.evaluation.saved_run import evaluate_saved
+    from saehooks.hosts import load_host
+    from saehooks.training.pipeline import activation_width, train_sae
+
+    data_cfg = config_from_args(DataConfig, args)
+    train_cfg = config_from_args(TrainingConfig, args)
+    k = args.k if args.k is not None or args.architecture != "topk" else DEFAULT_TOPK_K
+    host = load_host(data_cfg.model)
+    width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
+    sae_cfg = config_from_args(SAEConfig, args, d_in=width, d_sae=args.d_sae, k=k)
+
+    outcome = train_sae(sae_cfg, data_cfg, train_cfg, args.out, host=host, progress=not args.quiet)
+    state = "interrupted" if outcome.result.interrupted else "finished"
+    print(
+        f"training {state}: {outcome.result.steps} steps, {outcome.result.tokens:,} tokens in "
+        f"{outcome.result.seconds:.0f} s; SAE saved to {outcome.sae_dir}"
+    )
+    if args.eval_tokens > 0:
+        result, metrics_path = evaluate_saved(outcome.run_dir, args.eval_tokens, host=host)
+        print(format_table(result))
+        print(f"metrics written to {metrics_path}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from saehooks.evaluation.evaluate import format_table
+    from saehooks.evaluation.saved_run import evaluate_saved
+
+    result, metrics_path = evaluate_saved(args.path, args.eval_tokens, corpus=args.corpus)
+    print(format_table(result))
+    print(f"metrics written to {metrics_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "train":
+            return run_train(args)
+        return run_eval(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

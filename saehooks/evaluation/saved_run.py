@@ -1,0 +1,79 @@
+"""Evaluate a saved SAE on the held-out split it was trained beside."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from saehooks.data import TokenStream, load_corpus
+from saehooks.evaluation.evaluate import EvalResult, evaluate_sae, write_metrics
+from saehooks.hosts import Host, load_host
+from saehooks.io import load_sae
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILENAME = "metrics.json"
+SAE_SUBFOLDER = "sae"
+
+
+def find_sae_folder(path: str | Path) -> Path:
+    """The SAE folder at ``path``: the folder itself, or its ``sae/`` subfolder for a run folder."""
+    path = Path(path)
+    if (path / "cfg.json").is_file():
+        return path
+    if (path / SAE_SUBFOLDER / "cfg.json").is_file():
+        return path / SAE_SUBFOLDER
+    raise FileNotFoundError(
+        f"no saved SAE at {path}: expected cfg.json there or in {path / SAE_SUBFOLDER}. "
+        "Pass a run folder written by 'saehooks train' or a folder saved by save_sae"
+    )
+
+
+def evaluate_saved(
+    path: str | Path,
+    eval_tokens: int = 24_576,
+    batch_size: int = 8,
+    host: Host | None = None,
+    corpus: str | None = None,
+) -> tuple[EvalResult, Path]:
+    """Evaluate the SAE at ``path`` and write ``metrics.json`` beside it.
+
+    The host, hook, corpus, context size and held-out fraction come from the SAE's ``cfg.json``
+    (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. At most
+    ``eval_tokens`` held-out tokens are used, in whole contexts. Returns the result and the path
+    of the metrics file, which goes into the run folder when ``path`` is one.
+    """
+    if eval_tokens < 1:
+        raise ValueError(f"eval_tokens={eval_tokens} must be positive")
+    sae_dir = find_sae_folder(path)
+    sae = load_sae(sae_dir)
+    metadata = _read_metadata(sae_dir)
+    host = host if host is not None else load_host(metadata.get("model_name") or "smollm2")
+    hook_name = host.resolve_hook(sae.cfg.hook_name or metadata["hook_name"])
+    context_size = int(metadata.get("context_size", 128))
+    stream = TokenStream(
+        load_corpus(corpus or metadata.get("corpus", "wiki")),
+        host.tokenizer,
+        context_size=context_size,
+        bos_token_id=host.bos_token_id,
+        eval_fraction=float(metadata.get("eval_fraction", 0.03)),
+    )
+    n_batches = max(1, eval_tokens // (context_size * batch_size))
+    batches = itertools.islice(stream.batches("eval", batch_size), n_batches)
+    result = evaluate_sae(host, sae, batches, hook_name)
+
+    run_dir = sae_dir.parent if sae_dir.name == SAE_SUBFOLDER else sae_dir
+    metrics_path = write_metrics(result, run_dir / METRICS_FILENAME)
+    logger.info("wrote %s", metrics_path)
+    return result, metrics_path
+
+
+def _read_metadata(sae_dir: Path) -> dict[str, Any]:
+    values = json.loads((sae_dir / "cfg.json").read_text(encoding="utf-8"))
+    metadata = dict(values.get("metadata") or {})
+    for key in ("model_name", "hook_name"):
+        metadata.setdefault(key, values.get(key))
+    return metadata

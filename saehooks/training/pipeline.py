@@ -1,0 +1,149 @@
+"""The main job: corpus -> tokens -> host harvest -> shuffling buffer -> trainer -> saved SAE."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saehooks.data import ActivationBuffer, TokenStream, activation_chunks, load_corpus
+from saehooks.hosts import Host, load_host
+from saehooks.io import save_sae
+from saehooks.sae import SAEConfig
+from saehooks.training.config import DataConfig, TrainingConfig
+from saehooks.training.trainer import Trainer, TrainResult, new_sae
+
+logger = logging.getLogger(__name__)
+
+SAE_SUBFOLDER = "sae"
+TRAIN_METRICS_FILENAME = "train_metrics.jsonl"
+RUN_FILENAME = "run.json"
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """Where a training run left its files, and what the loop did."""
+
+    run_dir: Path
+    """Folder with ``sae/``, ``train_metrics.jsonl`` and ``run.json``."""
+    sae_dir: Path
+    """The saved SAE folder, readable by ``saehooks.io.load_sae``."""
+    result: TrainResult
+    """Steps, tokens, interruption flag and final metrics of the loop."""
+
+
+def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
+    """The packed-context stream that ``data_cfg`` describes, tokenised by ``host``."""
+    return TokenStream(
+        load_corpus(data_cfg.corpus),
+        host.tokenizer,
+        context_size=data_cfg.context_size,
+        bos_token_id=host.bos_token_id,
+        seed=data_cfg.shuffle_seed,
+        eval_fraction=data_cfg.eval_fraction,
+    )
+
+
+def repeated_train_batches(stream: TokenStream, batch_size: int) -> Iterator[torch.Tensor]:
+    """Training token batches ``[B, T]``, starting a new pass over the split when one ends."""
+    epoch = 0
+    while True:
+        served = 0
+        for batch in stream.batches("train", batch_size):
+            served += 1
+            yield batch
+        if served == 0:
+            raise ValueError(
+                "the training split holds no full context; use a larger corpus or a smaller "
+                "context_size"
+            )
+        epoch += 1
+        logger.warning("training split exhausted; starting pass %d over the same tokens", epoch + 1)
+
+
+def activation_width(host: Host, hook_name: str) -> int:
+    """Width ``d`` of the activations at ``hook_name``, read from a two-token forward pass."""
+    probe = torch.tensor([[host.bos_token_id, host.bos_token_id]])
+    return int(host.harvest(probe, [hook_name])[hook_name].shape[-1])
+
+
+def train_sae(
+    sae_cfg: SAEConfig,
+    data_cfg: DataConfig,
+    train_cfg: TrainingConfig,
+    out_dir: str | Path,
+    host: Host | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Train one SAE on live activations of ``data_cfg.hook_name`` and save it under ``out_dir``.
+
+    ``sae_cfg.d_in`` must equal the width of the activations at the hook. When ``host`` is None,
+    the host named by ``data_cfg.model`` is loaded. Ctrl-C stops training cleanly and the SAE
+    trained so far is saved.
+    """
+    run_dir = Path(out_dir)
+    host = host if host is not None else load_host(data_cfg.model)
+    hook_name = host.resolve_hook(data_cfg.hook_name)
+    width = activation_width(host, hook_name)
+    if sae_cfg.d_in != width:
+        raise ValueError(
+            f"sae d_in={sae_cfg.d_in} does not match the width {width} of the activations at "
+            f"{hook_name!r}; set d_in={width}"
+        )
+    sae_cfg = dataclasses.replace(sae_cfg, hook_name=hook_name, model_name=host.model_name)
+
+    stream = token_stream(data_cfg, host)
+    chunks = activation_chunks(
+        repeated_train_batches(stream, data_cfg.harvest_batch_size),
+        lambda tokens: host.harvest(tokens, [hook_name]),
+        hook_name,
+        drop_bos=data_cfg.drop_bos,
+    )
+    buffer = ActivationBuffer(
+        chunks,
+        capacity=max(data_cfg.buffer_tokens, train_cfg.batch_size),
+        batch_size=train_cfg.batch_size,
+        d=width,
+        seed=train_cfg.seed,
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / TRAIN_METRICS_FILENAME
+    metrics_path.unlink(missing_ok=True)
+    trainer = Trainer(new_sae(sae_cfg, train_cfg.seed), train_cfg, metrics_path, progress)
+    trainer.initialize(buffer.unserved())
+    result = trainer.fit(buffer)
+
+    extra = {
+        "training_tokens": result.tokens,
+        "context_size": data_cfg.context_size,
+        "corpus": data_cfg.corpus,
+        "eval_fraction": data_cfg.eval_fraction,
+        "shuffle_seed": data_cfg.shuffle_seed,
+        "prepend_bos": True,
+        "input_scale_folded": trainer.scale,
+    }
+    sae_dir = save_sae(trainer.export(), run_dir / SAE_SUBFOLDER, extra=extra)
+    write_json(
+        run_dir / RUN_FILENAME,
+        {
+            "sae": sae_cfg.to_dict(),
+            "data": dataclasses.asdict(data_cfg),
+            "training": train_cfg.to_dict(),
+            "result": dataclasses.asdict(result),
+        },
+    )
+    return TrainOutcome(run_dir=run_dir, sae_dir=sae_dir, result=result)
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    """Write ``values`` as indented JSON through a temporary file and an atomic rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
