@@ -43,8 +43,10 @@ class TokenStream:
     - ``eval`` contains the ``round(eval_fraction * n)`` documents (at least one when
       ``eval_fraction > 0``) with the smallest BLAKE2 hash of their text, in hash order. The hash
       ignores ``seed`` and the corpus order, so runs with different seeds hold out and evaluate on
-      the same tokens, and training under any seed never sees them. Copies of a held-out text
-      are held out too.
+      the same tokens, and training under any seed never sees them. A smaller ``eval_fraction``
+      holds out a subset of the documents a larger one does, so evaluating with a fraction no
+      larger than training's never reads training documents. Copies of a held-out text are held
+      out too.
     - ``train`` contains the other documents in an order shuffled by ``seed``.
 
     Empty and whitespace-only documents are skipped. The document strings are kept in memory and

@@ -125,6 +125,15 @@ def test_eval_split_ignores_seed_and_order(word_tokenizer):
     assert list(base.documents("train")) != list(reseeded.documents("train"))
 
 
+def test_smaller_eval_fraction_is_subset(word_tokenizer):
+    documents = marker_documents(200)
+    small = TokenStream(documents, word_tokenizer, 9, BOS, seed=0, eval_fraction=0.03)
+    large = TokenStream(documents, word_tokenizer, 9, BOS, seed=4, eval_fraction=0.1)
+    assert len(small.documents("eval")) == 6
+    assert set(small.documents("eval")) <= set(large.documents("eval"))
+    assert set(small.documents("eval")).isdisjoint(large.documents("train"))
+
+
 def test_duplicate_eval_text_held_out(word_tokenizer):
     documents = marker_documents(40)
     probe = TokenStream(documents, word_tokenizer, 9, BOS, eval_fraction=0.05)
