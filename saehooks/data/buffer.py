@@ -27,7 +27,7 @@ class ActivationBuffer:
        unserved old rows plus the new ones, shuffled again.
     4. Source chunks may have any number of rows. Rows beyond what a fill needs are kept and used
        first by the next fill.
-    5. When ``source`` runs dry, the buffer serves the rows it still holds, ending with one
+    5. When ``source`` runs dry, the buffer serves the rows it still contains, ending with one
        smaller batch when they do not divide evenly, and then raises ``StopIteration``.
 
     A row is overwritten only after it has been served, so every activation read from the source
@@ -44,6 +44,8 @@ class ActivationBuffer:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
+        if d < 1:
+            raise ValueError(f"d must be at least 1, got {d}")
         if capacity < 2:
             raise ValueError(f"capacity must be at least 2, got {capacity}")
         if not 1 <= batch_size <= capacity:
@@ -67,8 +69,7 @@ class ActivationBuffer:
 
     def __next__(self) -> torch.Tensor:
         if not self._started:
-            self._refill(torch.arange(self.capacity))
-            self._started = True
+            self._fill_first()
         elif self._needs_refill():
             self._refill(self._pool[: self._position])
 
@@ -77,7 +78,7 @@ class ActivationBuffer:
             raise StopIteration
         self._position += rows.numel()
         self.num_served += rows.numel()
-        return self._data[rows.to(self._data.device)]  # [<= batch_size, d], a copy
+        return self._data.index_select(0, rows.to(self._data.device))  # [<= batch_size, d], a copy
 
     def unserved(self) -> torch.Tensor:
         """Return a copy ``[n, d]`` of the activations stored but not yet served.
@@ -86,10 +87,13 @@ class ActivationBuffer:
         example to initialise an SAE's ``b_dec`` from it.
         """
         if not self._started:
-            self._refill(torch.arange(self.capacity))
-            self._started = True
+            self._fill_first()
         rows = self._pool[self._position :]
-        return self._data[rows.to(self._data.device)]  # [n_unserved, d]
+        return self._data.index_select(0, rows.to(self._data.device))  # [n_unserved, d]
+
+    def _fill_first(self) -> None:
+        self._refill(torch.arange(self.capacity))
+        self._started = True
 
     def _needs_refill(self) -> bool:
         if self._source_dry:
