@@ -23,8 +23,8 @@ Replacement = Callable[[Tensor], Tensor]
 class Host(Protocol):
     """A language model whose activations can be read and replaced by hook name.
 
-    Token ids are always ``LongTensor[B, T]`` that the caller has already given a BOS token at
-    position 0 where it wants one; hosts never add BOS themselves.
+    Token ids are integer tensors ``[B, T]``. Hosts never add BOS, so the caller puts it at
+    position 0 where it wants one.
     """
 
     model_name: str
@@ -43,7 +43,7 @@ class Host(Protocol):
 
         Raises:
             ValueError: ``name`` is not a hook of this host. The message lists the closest
-                valid names and says how to list all of them.
+                valid names and points to ``hook_names()`` for the full list.
         """
         ...
 

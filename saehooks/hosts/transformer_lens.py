@@ -67,6 +67,7 @@ class TransformerLensHost:
                 f"the tokenizer of {model_name} has no BOS token; set tokenizer.bos_token "
                 "to the token that should start every context"
             )
+        _check_tokenizer_reloadable(tokenizer)
         device = next(model.parameters()).device
         self.model_name = model_name
         self.tokenizer = tokenizer
@@ -128,11 +129,11 @@ class TransformerLensHost:
         """Return the activations at ``hook_names`` for ``tokens`` ``[B, T]``.
 
         The forward pass stops at the block after the deepest hooked one. The cached tensors
-        are inference tensors, so each is cloned after inference mode ends; the clone makes it
-        usable in autograd (and costs one copy of the activations).
+        are inference tensors, which autograd rejects. Each is therefore cloned after inference
+        mode ends, at the cost of one copy of the activations.
 
         Raises:
-            ValueError: ``hook_names`` is empty or holds an unknown name.
+            ValueError: ``hook_names`` is empty or contains an unknown name.
             RuntimeError: a hook did not fire during the forward pass.
         """
         names = [self.resolve_hook(name) for name in hook_names]
@@ -170,8 +171,9 @@ class TransformerLensHost:
         """Replace the activations at the named hooks inside the context (see ``Host.splice``).
 
         Raises:
-            ValueError: an unknown hook name; two names for the same hook point; ``skip_bos``
-                on a hook whose axis 1 is not the position axis (attention patterns and scores).
+            ValueError: a hook name is unknown, two names alias the same hook point, or
+                ``skip_bos`` is set for a hook whose axis 1 is not the position axis (attention
+                patterns and scores).
         """
         hooks = []
         spliced_points: dict[int, str] = {}
@@ -180,8 +182,8 @@ class TransformerLensHost:
             hook_point = self._hook_points[canonical]
             if id(hook_point) in spliced_points:
                 raise ValueError(
-                    f"{name!r} and {spliced_points[id(hook_point)]!r} name the same hook point; "
-                    "splice it once"
+                    f"{name!r} and {spliced_points[id(hook_point)]!r} name the same hook point, "
+                    "so splice it under one name only"
                 )
             spliced_points[id(hook_point)] = name
             if skip_bos and not _positions_on_axis_1(canonical, hook_point):
@@ -194,6 +196,23 @@ class TransformerLensHost:
         # The bridge's context manager removes exactly the hooks it added, also on error.
         with self.bridge.hooks(fwd_hooks=hooks):
             yield self
+
+
+def _check_tokenizer_reloadable(tokenizer: Any) -> None:
+    """Raise a clear error for a tokenizer that ``boot_transformers`` cannot rebuild.
+
+    NOTE: TransformerLens 4.3 rebuilds a tokenizer that does not add BOS by calling
+    ``AutoTokenizer.from_pretrained(tokenizer.name_or_path, add_bos_token=True)``, and fails with
+    a bare ``KeyError`` when the tokenizer was built in memory and has no ``name_or_path``.
+    """
+    if tokenizer.bos_token is None or getattr(tokenizer, "add_bos_token", False):
+        return
+    if not tokenizer.init_kwargs.get("name_or_path"):
+        raise ValueError(
+            f"the tokenizer {type(tokenizer).__name__} was not loaded from a folder, and the "
+            "TransformerLens bridge must reload it; save it with tokenizer.save_pretrained(DIR) "
+            "and load it with AutoTokenizer.from_pretrained(DIR)"
+        )
 
 
 def _no_op_hook(activation: Tensor, *, hook: HookPoint) -> None:

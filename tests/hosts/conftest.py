@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from saehooks.hosts import TransformerLensHost
 
@@ -18,8 +23,8 @@ TINY_LAYERS = 4
 def save_tiny_llama(folder: Path) -> None:
     """Save a seeded 4-layer Llama (d_model 32, vocab 64) and a word-level tokenizer to ``folder``.
 
-    The tokenizer is saved and reloaded rather than passed as an object, because the
-    TransformerLens bridge rebuilds the tokenizer from its ``name_or_path``.
+    Hosts load both from the folder, because the TransformerLens bridge rebuilds the
+    tokenizer from its ``name_or_path`` and fails for a tokenizer built in memory.
     """
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_VOCAB)}, "<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

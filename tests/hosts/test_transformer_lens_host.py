@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerFast
 
-from saehooks.hosts import Host, TransformerLensHost
+from saehooks.hosts import Host, TransformerLensHost, load_hf_model
 
 TINY_LAYERS = 4  # as built by save_tiny_llama in conftest.py
 MIDDLE = "blocks.1.hook_resid_post"
@@ -289,3 +292,14 @@ def test_splice_rejects_skip_bos_on_pattern(tiny_host: TransformerLensHost) -> N
     with pytest.raises(ValueError, match="skip_bos=False"):
         with tiny_host.splice({"blocks.1.attn.hook_pattern": torch.neg}):
             pass
+
+
+def test_in_memory_tokenizer_rejected(tiny_model_dir: Path) -> None:
+    model, _ = load_hf_model(str(tiny_model_dir))
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, "<bos>": 1}, "<unk>"))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", unk_token="<unk>"
+    )
+
+    with pytest.raises(ValueError, match="save_pretrained"):
+        TransformerLensHost(model, tokenizer, "tiny")
