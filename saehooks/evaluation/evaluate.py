@@ -1,0 +1,254 @@
+"""Score an SAE spliced into its host: reconstruction, sparsity and next-token loss.
+
+Each batch of contexts runs through the host three times:
+
+1. clean, with a pass-through splice that records the activation ``x`` at the hook;
+2. spliced, with the SAE's reconstruction in place of the activation;
+3. zero-ablated, with zeros in place of the activation.
+
+Position 0 of every context is BOS. Its activation is several times the norm of the others (5.3
+times at ``blocks.6.hook_resid_post`` of SmolLM2-135M-Instruct on a 41-token English sentence), so
+the splices leave it at its clean value and every per-token metric leaves it out. FVU, L0 and dead
+latents use positions ``1 .. T-1``, and CE and KL use the predictions made at positions
+``1 .. T-2``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from saehooks.evaluation.metrics import (
+    FVUAccumulator,
+    MeanAccumulator,
+    SparsityAccumulator,
+    ce_loss_recovered,
+    next_token_cross_entropy,
+    next_token_kl_divergence,
+)
+from saehooks.sae.sparse_autoencoder import SparseAutoencoder
+
+if TYPE_CHECKING:  # importing saehooks.hosts loads TransformerLens, which takes seconds
+    from saehooks.hosts.base import Host, Replacement
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one SAE spliced at its hook, pooled over every evaluated token."""
+
+    fvu: float
+    """Fraction of variance unexplained: Σ‖x − x̂‖² / Σ‖x − x̄‖² with one global mean x̄."""
+    l0: float
+    """Mean number of non-zero latents per token."""
+    ce_loss_clean: float
+    """Mean next-token cross-entropy of the unmodified host, in nats."""
+    ce_loss_spliced: float
+    """Mean next-token cross-entropy with the SAE's reconstruction spliced in, in nats."""
+    ce_loss_zero: float
+    """Mean next-token cross-entropy with the activation replaced by zeros, in nats."""
+    ce_loss_recovered: float
+    """(ce_loss_zero − ce_loss_spliced) / (ce_loss_zero − ce_loss_clean), where 1 is lossless."""
+    kl_div: float
+    """Mean KL(clean ‖ spliced) of the next-token distributions, in nats."""
+    dead_fraction: float
+    """Fraction of latents that never fired on any evaluated token."""
+    n_tokens: int
+    """Number of non-BOS positions evaluated. CE and KL average over one fewer per context."""
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class _Accumulators:
+    """Every running sum that one evaluation needs."""
+
+    def __init__(self, d_sae: int) -> None:
+        self.fvu = FVUAccumulator()
+        self.sparsity = SparsityAccumulator(d_sae)
+        self.ce_clean = MeanAccumulator()
+        self.ce_spliced = MeanAccumulator()
+        self.ce_zero = MeanAccumulator()
+        self.kl = MeanAccumulator()
+
+    def result(self) -> EvalResult:
+        ce_clean, ce_spliced, ce_zero = (
+            self.ce_clean.compute(),
+            self.ce_spliced.compute(),
+            self.ce_zero.compute(),
+        )
+        return EvalResult(
+            fvu=self.fvu.compute(),
+            l0=self.sparsity.l0(),
+            ce_loss_clean=ce_clean,
+            ce_loss_spliced=ce_spliced,
+            ce_loss_zero=ce_zero,
+            ce_loss_recovered=ce_loss_recovered(ce_clean, ce_spliced, ce_zero),
+            kl_div=self.kl.compute(),
+            dead_fraction=self.sparsity.dead_fraction(),
+            n_tokens=self.sparsity.n_tokens,
+        )
+
+
+@torch.no_grad()
+def evaluate_sae(
+    host: Host,
+    sae: SparseAutoencoder,
+    token_batches: Iterable[torch.Tensor],
+    hook_name: str,
+) -> EvalResult:
+    """Evaluate ``sae`` spliced into ``host`` at ``hook_name`` on held-out contexts.
+
+    Args:
+        host: the model the SAE was trained on (see ``saehooks.hosts``).
+        sae: the SAE, in any dtype and on any device. Activations are moved to the SAE's
+            device and dtype, and reconstructions back to the host's.
+        token_batches: ``[B, T]`` token ids with BOS at position 0 and ``T >= 3``. Batches may
+            differ in size. Every metric is pooled over all of them.
+        hook_name: the host hook point whose activation the SAE reconstructs.
+
+    Returns:
+        The pooled metrics, described field by field in :class:`EvalResult`.
+
+    Raises:
+        ValueError: ``token_batches`` is empty or a batch is not ``[B, T]`` with ``T >= 3``.
+    """
+    sums = _Accumulators(sae.cfg.d_sae)
+    n_batches = 0
+    for tokens in token_batches:
+        if tokens.ndim != 2 or tokens.shape[1] < 3:
+            raise ValueError(
+                f"token batches must have shape [B, T] with T >= 3, got {tuple(tokens.shape)}"
+            )
+        _evaluate_batch(host, sae, tokens, hook_name, sums)
+        n_batches += 1
+        logger.debug("evaluated batch %d (%d tokens so far)", n_batches, sums.sparsity.n_tokens)
+    if n_batches == 0:
+        raise ValueError(
+            "token_batches is empty; pass at least one [B, T] batch of held-out tokens"
+        )
+
+    result = sums.result()
+    logger.info(
+        "evaluated %s at %s on %d tokens: FVU %.4f, CE loss recovered %.4f",
+        sae.cfg.architecture,
+        hook_name,
+        result.n_tokens,
+        result.fvu,
+        result.ce_loss_recovered,
+    )
+    return result
+
+
+def _evaluate_batch(
+    host: Host,
+    sae: SparseAutoencoder,
+    tokens: torch.Tensor,
+    hook_name: str,
+    sums: _Accumulators,
+) -> None:
+    """Run the three forward passes for one ``[B, T]`` batch and add them to ``sums``."""
+    captured: list[torch.Tensor] = []
+
+    def capture(activation: torch.Tensor) -> torch.Tensor:
+        captured.append(activation)
+        return activation
+
+    with host.splice({hook_name: capture}, skip_bos=True):
+        clean_logits = host.logits(tokens)  # [B, T, vocab]
+    if len(captured) != 1:
+        raise RuntimeError(
+            f"the clean pass reached hook {hook_name!r} {len(captured)} times, expected once"
+        )
+
+    x = captured[0][:, 1:]  # [B, T-1, d_in], BOS dropped
+    acts = sae.encode(x.to(sae.W_enc.device, sae.cfg.torch_dtype))  # [B, T-1, d_sae]
+    x_hat = sae.decode(acts)  # [B, T-1, d_in]
+    sums.fvu.update(x, x_hat)
+    sums.sparsity.update(acts)
+    targets = tokens.to(clean_logits.device)
+    sums.ce_clean.update(next_token_cross_entropy(clean_logits, targets))
+
+    with host.splice({hook_name: _reconstruction(sae)}, skip_bos=True):
+        spliced_logits = host.logits(tokens)  # [B, T, vocab]
+    sums.ce_spliced.update(next_token_cross_entropy(spliced_logits, targets))
+    sums.kl.update(next_token_kl_divergence(clean_logits, spliced_logits))
+    del clean_logits, spliced_logits
+
+    with host.splice({hook_name: torch.zeros_like}, skip_bos=True):
+        zero_logits = host.logits(tokens)  # [B, T, vocab]
+    sums.ce_zero.update(next_token_cross_entropy(zero_logits, targets))
+
+
+def _reconstruction(sae: SparseAutoencoder) -> Replacement:
+    """Wrap ``sae`` as a splice function that returns the host's device and dtype."""
+
+    def reconstruct(activation: torch.Tensor) -> torch.Tensor:
+        x_hat = sae(activation.to(sae.W_enc.device, sae.cfg.torch_dtype))  # [B, T, d_in]
+        return x_hat.to(activation.device, activation.dtype)
+
+    return reconstruct
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def write_metrics(result: EvalResult, path: str | Path) -> Path:
+    """Write ``result`` as a flat JSON object to ``path`` (usually ``metrics.json``).
+
+    The file is written under a temporary name in the same folder and renamed into place. NaN
+    metrics are written as JSON ``null``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        key: None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in result.to_dict().items()
+    }
+    file_descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(file_descriptor, "w") as file:
+            json.dump(values, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+TABLE_ROWS = (
+    ("fvu", "FVU", "{:.4f}"),
+    ("l0", "L0", "{:.2f}"),
+    ("ce_loss_clean", "CE loss clean", "{:.4f}"),
+    ("ce_loss_spliced", "CE loss spliced", "{:.4f}"),
+    ("ce_loss_zero", "CE loss zero-ablated", "{:.4f}"),
+    ("ce_loss_recovered", "CE loss recovered", "{:.4f}"),
+    ("kl_div", "KL divergence", "{:.4f}"),
+    ("dead_fraction", "dead fraction", "{:.2%}"),
+    ("n_tokens", "tokens", "{:,}"),
+)
+
+
+def format_table(result: EvalResult) -> str:
+    """Format ``result`` as a two-column text table, one metric per line."""
+    values = result.to_dict()
+    width = max(len(label) for _, label, _ in TABLE_ROWS)
+    lines = []
+    for key, label, number_format in TABLE_ROWS:
+        value = values[key]
+        text = (
+            "nan" if isinstance(value, float) and math.isnan(value) else number_format.format(value)
+        )
+        lines.append(f"{label:<{width}}  {text:>12}")
+    return "\n".join(lines)
