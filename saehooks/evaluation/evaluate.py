@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -35,10 +35,8 @@ from saehooks.evaluation.metrics import (
     next_token_cross_entropy,
     next_token_kl_divergence,
 )
+from saehooks.hosts.base import Host, Replacement
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
-
-if TYPE_CHECKING:  # importing saehooks.hosts loads TransformerLens, which takes seconds
-    from saehooks.hosts.base import Host, Replacement
 
 logger = logging.getLogger(__name__)
 
