@@ -171,7 +171,7 @@ def _evaluate_batch(
 
     x = captured[0][:, 1:]  # [B, T-1, d_in], BOS dropped
     acts = sae.encode(x.to(sae.W_enc.device, sae.cfg.torch_dtype))  # [B, T-1, d_sae]
-    x_hat = sae.decode(acts)  # [B, T-1, d_in]
+    x_hat = sae.decode(acts).to(x.device)  # [B, T-1, d_in]
     sums.fvu.update(x, x_hat)
     sums.sparsity.update(acts)
     targets = tokens.to(clean_logits.device)
