@@ -23,7 +23,7 @@ from saehooks.hosts.base import (
     splice_positions,
     unknown_hook_error,
 )
-from saehooks.hosts.loading import load_hf_model, model_label
+from saehooks.hosts.loading import DEFAULT_MODEL, load_hf_model, model_label
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class TransformerLensHost:
 
     @classmethod
     def load(
-        cls, name_or_path: str = "smollm2", dtype: torch.dtype = torch.float32
+        cls, name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32
     ) -> TransformerLensHost:
         """Load a model with :func:`load_hf_model` and wrap it in a bridge."""
         model, tokenizer = load_hf_model(name_or_path, dtype=dtype)
