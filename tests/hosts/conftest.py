@@ -1,4 +1,4 @@
-"""Fixtures for the host tests: a tiny seeded Llama saved to a folder, and hosts built on it."""
+"""Fixtures for the host tests; the tiny Llama and its host come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -6,64 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    AutoModelForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from saehooks.hosts import TransformerLensHost
-
-TINY_VOCAB = ["<unk>", "<bos>", "<eos>"] + [f"w{i}" for i in range(61)]
-TINY_LAYERS = 4
-
-
-def save_tiny_llama(folder: Path) -> None:
-    """Save a seeded 4-layer Llama (d_model 32, vocab 64) and a word-level tokenizer to ``folder``.
-
-    Hosts load both from the folder, because the TransformerLens bridge rebuilds the
-    tokenizer from its ``name_or_path`` and fails for a tokenizer built in memory.
-    """
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_VOCAB)}, "<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<eos>",
-    )
-    config = LlamaConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=TINY_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(1234)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    save_tiny_llama(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_host(tiny_model_dir: Path) -> TransformerLensHost:
-    return TransformerLensHost.load(str(tiny_model_dir))
+TINY_VOCAB_SIZE = 64  # as built by save_tiny_llama in tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +22,6 @@ def reference_model(tiny_model_dir: Path) -> LlamaForCausalLM:
 def tiny_tokens() -> torch.Tensor:
     """Token ids [3, 9] with BOS (id 1) at position 0 of every row."""
     generator = torch.Generator().manual_seed(7)
-    tokens = torch.randint(3, len(TINY_VOCAB), (3, 9), generator=generator)
+    tokens = torch.randint(3, TINY_VOCAB_SIZE, (3, 9), generator=generator)
     tokens[:, 0] = 1
     return tokens

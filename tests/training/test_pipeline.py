@@ -1,0 +1,165 @@
+"""The main job end to end on a tiny real host: harvest, buffer, train, save, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from saehooks.evaluation.saved_run import evaluate_saved
+from saehooks.hosts import TransformerLensHost
+from saehooks.io import load_sae
+from saehooks.sae import SAEConfig
+from saehooks.training.config import DataConfig, TrainingConfig
+from saehooks.training.pipeline import activation_width, train_sae
+
+METRIC_KEYS = {
+    "fvu",
+    "l0",
+    "ce_loss_clean",
+    "ce_loss_spliced",
+    "ce_loss_zero",
+    "ce_loss_recovered",
+    "kl_div",
+    "dead_fraction",
+}
+
+
+@pytest.fixture(scope="module")
+def word_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 120 text files written in the tiny model's vocabulary (w0 .. w60)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    generator = torch.Generator().manual_seed(3)
+    for index in range(120):
+        words = torch.randint(
+            0, 61, (int(torch.randint(5, 40, (1,), generator=generator)),), generator=generator
+        )
+        (folder / f"doc{index:03d}.txt").write_text(" ".join(f"w{int(w)}" for w in words))
+    return folder
+
+
+def configs(model_dir: Path, corpus: Path, tokens: int) -> tuple[DataConfig, TrainingConfig]:
+    data_cfg = DataConfig(
+        model=str(model_dir),
+        hook_name="blocks.1.hook_resid_post",
+        corpus=str(corpus),
+        context_size=16,
+        harvest_batch_size=4,
+        buffer_tokens=256,
+        eval_fraction=0.2,
+    )
+    train_cfg = TrainingConfig(total_tokens=tokens, batch_size=32, lr=3e-3, lr_warmup_steps=5)
+    return data_cfg, train_cfg
+
+
+def test_train_save_evaluate(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=3200)
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    outcome = train_sae(
+        sae_cfg, data_cfg, train_cfg, tmp_path / "run", host=tiny_host, progress=False
+    )
+
+    assert outcome.result.steps == 100
+    assert not outcome.result.interrupted
+    lines = (tmp_path / "run" / "train_metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 100
+    assert json.loads(lines[-1])["loss/fvu"] < json.loads(lines[0])["loss/fvu"]
+
+    sae = load_sae(outcome.sae_dir)
+    assert sae.cfg.hook_name == "blocks.1.hook_resid_post"
+    assert sae.cfg.model_name == tiny_host.model_name
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["training"]["total_tokens"] == 3200
+
+    result, metrics_path = evaluate_saved(
+        tmp_path / "run", eval_tokens=512, batch_size=4, host=tiny_host
+    )
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics_path == tmp_path / "run" / "metrics.json"
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["l0"] <= 4.0
+    assert 0.0 <= metrics["fvu"] < 1.0
+    assert metrics["fvu"] == pytest.approx(result.fvu)
+
+
+def test_wrong_d_in_names_the_width(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    assert activation_width(tiny_host, "blocks.1.hook_resid_post") == 32
+    with pytest.raises(ValueError, match="set d_in=32"):
+        train_sae(
+            SAEConfig(d_in=48, d_sae=64, k=4),
+            data_cfg,
+            train_cfg,
+            tmp_path,
+            host=tiny_host,
+            progress=False,
+        )
+
+
+def test_cli_ctrl_c_saves_what_was_trained(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "saehooks.cli",
+        "train",
+        "--out",
+        str(run_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--corpus",
+        str(word_corpus),
+        "--hook-name",
+        "blocks.1.hook_resid_post",
+        "--context-size",
+        "16",
+        "--buffer-tokens",
+        "256",
+        "--batch-size",
+        "32",
+        "--d-sae",
+        "64",
+        "--k",
+        "4",
+        "--tokens",
+        "100000000",
+        "--eval-tokens",
+        "0",
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    metrics_path = run_dir / "train_metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1]
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 0, stderr
+    assert "training interrupted" in stdout
+    sae = load_sae(run_dir / "sae")
+    steps = len(metrics_path.read_text().splitlines())
+    assert json.loads((run_dir / "run.json").read_text())["result"]["steps"] == steps
+    assert sae.cfg.d_sae == 64
