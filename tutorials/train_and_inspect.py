@@ -70,7 +70,7 @@ def main() -> None:
 
 
 def top_contexts(tokenizer, contexts: torch.Tensor, values: torch.Tensor, count: int) -> list[str]:
-    """The ``count`` strongest activations, each shown as the text before and at the token.
+    """Format the ``count`` strongest activations as the text before the token and the token.
 
     ``values`` is ``[B, T - 1]`` for positions 1..T-1 of ``contexts`` ``[B, T]``.
     """

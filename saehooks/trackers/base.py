@@ -78,6 +78,30 @@ class Tracker(nn.Module):
         raise NotImplementedError
 
 
+class PenaltyTracker(Tracker):
+    """A tracker whose ``loss`` is a term of the training objective.
+
+    ``loss`` holds the unweighted term of the latest forward pass, with its graph. The trainer adds
+    ``coefficient * warmup * loss`` for every attached penalty tracker, where ``warmup`` ramps
+    linearly from 0 to 1 over ``warmup_steps`` optimiser steps, and logs the term as
+    ``loss/<name>``.
+    """
+
+    def __init__(self, coefficient: float = 1.0, warmup_steps: int = 0) -> None:
+        super().__init__()
+        if coefficient < 0:
+            raise ValueError(f"coefficient={coefficient} must be >= 0")
+        self.coefficient = coefficient
+        self.warmup_steps = warmup_steps
+        self.loss: torch.Tensor | None = None
+
+    def coefficient_at(self, step: int) -> float:
+        """The weight of the term at optimiser step ``step`` (counting from 0)."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.coefficient
+        return self.coefficient * (step + 1) / self.warmup_steps
+
+
 @contextmanager
 def attached(sae: SparseAutoencoder, **trackers: Tracker) -> Iterator[SparseAutoencoder]:
     """Attach trackers by name inside a ``with`` block; detach them on exit or error."""

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from saehooks.trackers.base import Tracker
+from saehooks.trackers.base import PenaltyTracker, Tracker
 
 
-class DecoderNormL1(Tracker):
+class DecoderNormL1(PenaltyTracker):
     """L1 penalty weighted by decoder-row norms: mean over tokens of sum_j |acts_j| * ||W_dec[j]||.
 
     Weighting by the decoder norm stops the optimiser from shrinking activations while growing
-    decoder rows to dodge the penalty (Anthropic, "Towards Monosemanticity" April 2024 update).
-    ``loss`` holds the value for the latest forward pass and keeps its graph.
+    decoder rows to dodge the penalty (Anthropic, "Update on how we train SAEs", Circuits
+    Updates, April 2024).
     """
 
     hook_point_name = "hook_acts"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss: torch.Tensor | None = None
 
     def observe(self, value: torch.Tensor) -> None:
         decoder_norms = self.sae.W_dec.norm(dim=1)  # [d_sae]

@@ -16,9 +16,3 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, decay_fraction
         return max(0.0, (total_steps - step) / decay_steps)
     return 1.0
 
-
-def warmup_multiplier(step: int, warmup_steps: int) -> float:
-    """Linear ramp from 1/warmup_steps at step 0 to 1 at ``warmup_steps - 1``, then 1."""
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return 1.0
-    return (step + 1) / warmup_steps

@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from saehooks.sae import SAEConfig, SparseAutoencoder
-from saehooks.trackers import DecoderNormL1, FireCounter, L0Tracker
+from saehooks.trackers import FireCounter, L0Tracker, PenaltyTracker
 from saehooks.training.config import TrainingConfig
 from saehooks.training.initialization import geometric_median, normalization_scale
-from saehooks.training.schedules import lr_multiplier, warmup_multiplier
+from saehooks.training.objectives import default_penalties, uses_unit_norm_decoder
+from saehooks.training.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ class TrainResult:
 class Trainer:
     """Train one SAE with Adam on batches of activations ``[batch, d_in]``.
 
-    The trainer attaches its trackers to the SAE (``l0``, ``fires`` and, for ReLU SAEs, ``l1``),
-    builds the loss from the MSE and the trackers' penalty, and writes one JSON line of metrics per
-    step to ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
+    The trainer attaches its trackers to the SAE (``l0``, ``fires`` and the architecture's penalty
+    trackers, such as ``l1`` for ReLU SAEs), builds the loss from the MSE plus the weighted term of
+    every attached ``PenaltyTracker``, and writes one JSON line of metrics per step to
+    ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
     ``fit``; ``export`` returns the trained SAE with the input scale folded into its weights.
     """
 
@@ -66,10 +68,8 @@ class Trainer:
         self.l0.attach(sae, "l0")
         self.fires = FireCounter(sae.cfg.d_sae).to(sae.W_dec.device)
         self.fires.attach(sae, "fires")
-        self.l1: DecoderNormL1 | None = None
-        if sae.cfg.architecture == "relu":
-            self.l1 = DecoderNormL1()
-            self.l1.attach(sae, "l1")
+        for name, penalty in default_penalties(sae, cfg).items():
+            penalty.attach(sae, name)
 
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
 
@@ -95,25 +95,32 @@ class Trainer:
             group["lr"] = lr
 
         x = x.to(self.sae.W_dec.device, self.sae.W_dec.dtype) * self.scale
+        penalties = self._penalties()
+        for penalty in penalties.values():
+            penalty.loss = None
         x_hat = self.sae(x)  # [batch, d_in]; the trackers saw this pass
         mse = (x_hat - x).pow(2).sum(dim=-1).mean()
         loss = mse
-        l1_coefficient = 0.0
-        if self.l1 is not None and self.l1.loss is not None:
-            warmup_steps = int(cfg.l1_warmup_fraction * cfg.total_steps)
-            l1_coefficient = cfg.l1_coefficient * warmup_multiplier(self.step_count, warmup_steps)
-            loss = loss + l1_coefficient * self.l1.loss
+        penalty_metrics: dict[str, float] = {}
+        for name, penalty in penalties.items():
+            if penalty.loss is None:
+                continue
+            coefficient = penalty.coefficient_at(self.step_count)
+            loss = loss + coefficient * penalty.loss
+            penalty_metrics[f"loss/{name}"] = penalty.loss.item()
+            penalty_metrics[f"coefficient/{name}"] = coefficient
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.sae.cfg.architecture == "topk":
+        unit_norm_decoder = uses_unit_norm_decoder(self.sae)
+        if unit_norm_decoder:
             self.sae.remove_parallel_decoder_grad()
         grad_norm = float("nan")
         if cfg.grad_clip_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.grad_clip_norm)
             grad_norm = grad_norm.item()
         self.optimizer.step()
-        if self.sae.cfg.architecture == "topk":
+        if unit_norm_decoder:
             self.sae.normalize_decoder()
 
         self.step_count += 1
@@ -131,11 +138,16 @@ class Trainer:
             "dead/fraction": self.fires.dead_fraction(cfg.dead_window_tokens),
             "optim/lr": lr,
             "optim/grad_norm": grad_norm,
+            **penalty_metrics,
         }
-        if self.l1 is not None and self.l1.loss is not None:
-            metrics["loss/l1"] = self.l1.loss.item()
-            metrics["sparsity/l1_coefficient"] = l1_coefficient
         return metrics
+
+    def _penalties(self) -> dict[str, PenaltyTracker]:
+        return {
+            name: tracker
+            for name, tracker in self.sae.trackers.items()
+            if isinstance(tracker, PenaltyTracker)
+        }
 
     def fit(self, batches: Iterable[torch.Tensor]) -> TrainResult:
         """Train until the token budget is consumed, the batches run out, or Ctrl-C is pressed.

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from saehooks.trackers import DecoderNormL1
 from saehooks.training.initialization import geometric_median, normalization_scale
-from saehooks.training.schedules import lr_multiplier, warmup_multiplier
+from saehooks.training.schedules import lr_multiplier
 
 
 def test_lr_multiplier_hand_values() -> None:
@@ -20,9 +21,10 @@ def test_lr_multiplier_without_warmup_or_decay() -> None:
     assert [lr_multiplier(step, 5, 0, 0.0) for step in range(5)] == [1.0] * 5
 
 
-def test_warmup_multiplier_hand_values() -> None:
-    assert [warmup_multiplier(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert warmup_multiplier(0, 0) == 1.0
+def test_penalty_coefficient_warmup_hand_values() -> None:
+    penalty = DecoderNormL1(coefficient=2.0, warmup_steps=4)
+    assert [penalty.coefficient_at(step) for step in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert DecoderNormL1(coefficient=2.0).coefficient_at(0) == 2.0
 
 
 def test_normalization_scale_gives_sqrt_d_mean_norm() -> None:

@@ -122,3 +122,18 @@ def test_config_errors_name_the_field() -> None:
         TrainingConfig(b_dec_init="median")  # type: ignore[arg-type]  # invalid on purpose
     with pytest.raises(ValueError, match="lr_decay_fraction=1.5"):
         TrainingConfig(lr_decay_fraction=1.5)
+
+
+def test_l1_coefficient_warms_up_in_training(tmp_path: Path) -> None:
+    sae_cfg = SAEConfig(d_in=D_IN, d_sae=32, architecture="relu", k=None)
+    cfg = TrainingConfig(
+        total_tokens=20 * 64, batch_size=64, l1_coefficient=4.0, l1_warmup_fraction=0.2
+    )
+    trainer = Trainer(new_sae(sae_cfg, seed=0), cfg, progress=False)
+    trainer.initialize(next(planted_batches(1, 256)))
+    metrics = [trainer.train_step(x) for x in planted_batches(6, 64)]
+    # 20 steps with a 20% warm-up: 4 steps of 1.0, 2.0, 3.0, then 4.0
+    assert [m["coefficient/l1"] for m in metrics] == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+    assert all(m["loss/l1"] > 0 for m in metrics)
+    expected_total = metrics[-1]["loss/mse"] + 4.0 * metrics[-1]["loss/l1"]
+    assert metrics[-1]["loss/total"] == pytest.approx(expected_total, rel=1e-5)
