@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -13,6 +13,7 @@ from typing import IO, Any
 import torch
 from tqdm.auto import tqdm
 
+from saehooks.resampling import Remedy
 from saehooks.sae import SAEConfig, SparseAutoencoder
 from saehooks.trackers import FireCounter, L0Tracker, PenaltyTracker
 from saehooks.training.config import TrainingConfig
@@ -47,6 +48,11 @@ class Trainer:
     every attached ``PenaltyTracker``, and writes one JSON line of metrics per step to
     ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
     ``fit``; ``export`` returns the trained SAE with the input scale folded into its weights.
+
+    Besides ``SparseAutoencoder``, any module works that has the same contract: a ``cfg`` with
+    ``d_in``, ``d_sae`` and ``architecture``; a ``b_dec`` parameter ``[d_in]`` subtracted from the
+    input; the hook point ``hook_acts`` that sees ``[n_tokens, d_sae]``; ``trackers``;
+    ``fold_input_scale(scale)``; and a constructor ``cls(cfg, device=...)``.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class Trainer:
         cfg: TrainingConfig,
         metrics_path: Path | None = None,
         progress: bool = True,
+        remedies: Sequence[Remedy] = (),
     ) -> None:
         self.sae = sae
         self.cfg = cfg
@@ -66,17 +73,21 @@ class Trainer:
 
         self.l0 = L0Tracker()
         self.l0.attach(sae, "l0")
-        self.fires = FireCounter(sae.cfg.d_sae).to(sae.W_dec.device)
+        self.device = next(sae.parameters()).device
+        self.fires = FireCounter(sae.cfg.d_sae).to(self.device)
         self.fires.attach(sae, "fires")
         for name, penalty in default_penalties(sae, cfg).items():
             penalty.attach(sae, name)
 
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.remedies = list(remedies)
+        for remedy in self.remedies:
+            remedy.attach(self)
 
     @torch.no_grad()
     def initialize(self, sample: torch.Tensor) -> None:
         """Set the input scale and b_dec from a sample of raw activations ``[n, d_in]``."""
-        sample = sample.to(self.sae.W_dec.device, torch.float32)
+        sample = sample.to(self.device, torch.float32)
         self.scale = normalization_scale(sample) if self.cfg.normalize_activations else 1.0
         scaled = sample * self.scale
         if self.cfg.b_dec_init == "geometric_median":
@@ -94,7 +105,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-        x = x.to(self.sae.W_dec.device, self.sae.W_dec.dtype) * self.scale
+        x = x.to(self.device, self.sae.b_dec.dtype) * self.scale
         penalties = self._penalties()
         for penalty in penalties.values():
             penalty.loss = None
@@ -140,6 +151,8 @@ class Trainer:
             "optim/grad_norm": grad_norm,
             **penalty_metrics,
         }
+        for remedy in self.remedies:
+            metrics.update(remedy.after_step(self))
         return metrics
 
     def _penalties(self) -> dict[str, PenaltyTracker]:
@@ -188,9 +201,13 @@ class Trainer:
 
     def export(self) -> SparseAutoencoder:
         """A copy of the SAE without trackers, its input scale folded into the weights."""
-        trained = SparseAutoencoder(self.sae.cfg, device=self.sae.W_dec.device)
-        weights = ("W_enc", "b_enc", "W_dec", "b_dec")
-        trained.load_state_dict({name: self.sae.get_parameter(name).detach() for name in weights})
+        trained = type(self.sae)(self.sae.cfg, device=self.device)
+        state = {
+            name: value.detach()
+            for name, value in self.sae.state_dict().items()
+            if not name.startswith("trackers.")
+        }
+        trained.load_state_dict(state)
         trained.fold_input_scale(self.scale)
         return trained
 

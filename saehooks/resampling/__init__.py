@@ -1,0 +1,5 @@
+"""Dead-latent remedies behind one interface."""
+
+from saehooks.resampling.base import Remedy
+
+__all__ = ["Remedy"]
