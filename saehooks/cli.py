@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from saehooks.config_args import add_config_arguments, config_from_args
+from saehooks.resampling import RemedyConfig
 from saehooks.sae import SAEConfig
+from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
 
 DEFAULT_D_SAE = 4608
@@ -49,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--k",
         type=int,
         default=None,
-        help=f"latents kept per token by topk (default: {DEFAULT_TOPK_K} for topk)",
+        help=f"latents kept per token by topk, on average by batchtopk and matryoshka "
+        f"(default: {DEFAULT_TOPK_K} for those three)",
     )
     add_config_arguments(train, DataConfig)
     add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
+    add_config_arguments(train, RemedyConfig)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved SAE spliced into its host; writes metrics.json"
@@ -76,12 +80,21 @@ def run_train(args: argparse.Namespace) -> int:
 
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
-    k = args.k if args.k is not None or args.architecture != "topk" else DEFAULT_TOPK_K
+    remedy_cfg = config_from_args(RemedyConfig, args)
+    k = args.k if args.k is not None or args.architecture not in K_ARCHITECTURES else DEFAULT_TOPK_K
     host = load_host(data_cfg.model)
     width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
     sae_cfg = config_from_args(SAEConfig, args, d_in=width, d_sae=args.d_sae, k=k)
 
-    outcome = train_sae(sae_cfg, data_cfg, train_cfg, args.out, host=host, progress=not args.quiet)
+    outcome = train_sae(
+        sae_cfg,
+        data_cfg,
+        train_cfg,
+        args.out,
+        host=host,
+        progress=not args.quiet,
+        remedy_cfg=remedy_cfg,
+    )
     state = "interrupted" if outcome.result.interrupted else "finished"
     print(
         f"training {state}: {outcome.result.steps} steps, {outcome.result.tokens:,} tokens in "

@@ -32,6 +32,18 @@ def _parse_optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def _parse_optional_int_tuple(text: str) -> tuple[int, ...] | None:
+    """Parse ``"64,256,1024"`` into ``(64, 256, 1024)``, and ``"none"`` into None."""
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers such as 64,256,1024"
+        ) from error
+
+
 def _argument_kwargs(hint: Any, default: Any) -> dict[str, Any] | None:
     """argparse keyword arguments for a field type, or None for types the CLI does not set."""
     origin = typing.get_origin(hint)
@@ -42,6 +54,8 @@ def _argument_kwargs(hint: Any, default: Any) -> dict[str, Any] | None:
         return {"type": _parse_optional_float, "metavar": "FLOAT|none"}
     if origin in (typing.Union, types.UnionType) and set(args) == {int, type(None)}:
         return {"type": lambda text: None if text.lower() == "none" else int(text)}
+    if origin in (typing.Union, types.UnionType) and set(args) == {tuple[int, ...], type(None)}:
+        return {"type": _parse_optional_int_tuple, "metavar": "INT,INT,...|none"}
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
     if hint in (int, float, str):

@@ -3,11 +3,17 @@
 A saved SAE is a folder that contains exactly two files:
 
 - ``sae_weights.safetensors`` with ``W_enc`` ``[d_in, d_sae]``, ``W_dec`` ``[d_sae, d_in]``,
-  ``b_enc`` ``[d_sae]`` and ``b_dec`` ``[d_in]``, in the SAE's dtype.
+  ``b_enc`` ``[d_sae]`` and ``b_dec`` ``[d_in]``, in the SAE's dtype. JumpReLU SAEs add
+  ``threshold`` ``[d_sae]`` in float32. Gated SAEs have ``b_gate``, ``r_mag`` and ``b_mag``
+  ``[d_sae]`` in place of ``b_enc``.
 - ``cfg.json`` with the keys SAELens 6 reads (``d_in``, ``d_sae``, ``architecture``, ``k`` for
   TopK, ``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``,
   ``reshape_activations`` and a ``metadata`` object with ``model_name`` and ``hook_name``), plus
   ``hook_name`` and ``model_name`` at the top level as older readers expect.
+
+BatchTopK and Matryoshka SAEs are saved as JumpReLU SAEs whose latents all share the estimated
+inference threshold, as SAELens does too, so the saved SAE runs token by token. ``metadata``
+records the architecture they were trained as.
 
 Activation normalisation is folded into the weights before saving, so ``normalize_activations``
 is always ``"none"``. Loading never unpickles: the weights come from ``safetensors`` and are
@@ -31,6 +37,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from saehooks.sae.batchtopk import BatchTopKSAE
+from saehooks.sae.build import build_sae
 from saehooks.sae.config import DTYPES, SAEConfig
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
 
@@ -39,9 +47,25 @@ logger = logging.getLogger(__name__)
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 WEIGHT_NAMES = ("W_enc", "W_dec", "b_enc", "b_dec")
+# The tensors of each saved architecture, in SAELens's names.
+ARCHITECTURE_WEIGHTS = {
+    "relu": WEIGHT_NAMES,
+    "topk": WEIGHT_NAMES,
+    "jumprelu": (*WEIGHT_NAMES, "threshold"),
+    "gated": ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"),
+}
+# Tensors stored in float32 whatever the SAE's dtype (SAELens may store them in that dtype).
+FLOAT32_WEIGHTS = frozenset({"threshold"})
+# JumpReLU training settings kept in metadata, so that a loaded SAE trains on as it was.
+JUMPRELU_METADATA = ("jumprelu_threshold", "jumprelu_bandwidth")
 
 # Architecture names in cfg.json (SAELens's spelling) and in SAEConfig.
-ARCHITECTURE_TO_FILE = {"relu": "standard", "topk": "topk"}
+ARCHITECTURE_TO_FILE = {
+    "relu": "standard",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+}
 ARCHITECTURE_FROM_FILE = {name: ours for ours, name in ARCHITECTURE_TO_FILE.items()}
 
 # Top-level cfg.json keys that load_sae reads. Any other key is rejected rather than dropped,
@@ -79,6 +103,14 @@ def sae_cfg_dict(sae: SparseAutoencoder, extra: dict[str, Any] | None = None) ->
             )
         metadata[key] = value
 
+    if cfg.architecture == "jumprelu":
+        for key in JUMPRELU_METADATA:
+            metadata[key] = getattr(cfg, key)
+    if cfg.architecture not in ARCHITECTURE_TO_FILE:
+        raise ValueError(
+            f"architecture={cfg.architecture!r} has no cfg.json form; save_sae converts "
+            f"BatchTopK SAEs to JumpReLU and writes {sorted(ARCHITECTURE_TO_FILE)}"
+        )
     values: dict[str, Any] = {
         "architecture": ARCHITECTURE_TO_FILE[cfg.architecture],
         "d_in": cfg.d_in,
@@ -121,9 +153,15 @@ def save_sae(
     """
     target = Path(folder).resolve()
     _check_replaceable(target)
+    if isinstance(sae, BatchTopKSAE):
+        extra = {**(extra or {}), **_trained_as(sae)}
+        sae = sae.to_jumprelu()
     target.parent.mkdir(parents=True, exist_ok=True)
     cfg_values = sae_cfg_dict(sae, extra)
-    tensors = {name: getattr(sae, name).detach().to("cpu").contiguous() for name in WEIGHT_NAMES}
+    tensors = {
+        name: getattr(sae, name).detach().to("cpu").contiguous()
+        for name in ARCHITECTURE_WEIGHTS[sae.cfg.architecture]
+    }
 
     with _temporary_folder(target) as staging:
         save_file(tensors, str(staging / WEIGHTS_FILENAME), metadata={"format": "pt"})
@@ -132,6 +170,18 @@ def save_sae(
         _move_into_place(staging, target)
     logger.info("saved SAE (%s, d_sae=%d) to %s", sae.cfg.architecture, sae.cfg.d_sae, target)
     return target
+
+
+def _trained_as(sae: BatchTopKSAE) -> dict[str, Any]:
+    """Metadata that records how a BatchTopK or Matryoshka SAE was trained before conversion."""
+    values: dict[str, Any] = {
+        "trained_architecture": sae.cfg.architecture,
+        "trained_k": sae.cfg.k,
+        "threshold_updates": int(sae.threshold_updates),
+    }
+    if sae.cfg.matryoshka_widths is not None:
+        values["matryoshka_widths"] = list(sae.cfg.matryoshka_widths)
+    return values
 
 
 def _check_replaceable(target: Path) -> None:
@@ -218,10 +268,10 @@ def load_sae(
     except SafetensorError as error:
         raise ValueError(f"{weights_path} is not a valid safetensors file: {error}") from error
 
-    sae = SparseAutoencoder(cfg, device=device)
+    sae = build_sae(cfg, device=device)
     _check_tensors(tensors, sae, file_cfg, weights_path)
     with torch.no_grad():
-        for name in WEIGHT_NAMES:
+        for name in ARCHITECTURE_WEIGHTS[cfg.architecture]:
             getattr(sae, name).copy_(tensors[name])  # casts when dtype differs from the file
     logger.info("loaded SAE (%s, d_sae=%d) from %s", cfg.architecture, cfg.d_sae, folder)
     return sae
@@ -280,9 +330,17 @@ def sae_config_from_dict(values: dict[str, Any], source: Path | str = "cfg.json"
             dtype=values.get("dtype", "float32"),
             apply_b_dec_to_input=values.get("apply_b_dec_to_input", True),
             **names,
+            **_jumprelu_settings(metadata, architecture),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: {error}") from error
+
+
+def _jumprelu_settings(metadata: dict[str, Any], architecture: str) -> dict[str, Any]:
+    """The JumpReLU training settings stored in ``metadata``; SAELens's files have none."""
+    if architecture != "jumprelu":
+        return {}
+    return {key: metadata[key] for key in JUMPRELU_METADATA if key in metadata}
 
 
 def _top_level_or_metadata(
@@ -307,7 +365,7 @@ def _check_tensors(
 
     Raises ``ValueError`` naming the file, the tensor and the expected and found values.
     """
-    expected = {name: getattr(sae, name) for name in WEIGHT_NAMES}
+    expected = {name: getattr(sae, name) for name in ARCHITECTURE_WEIGHTS[file_cfg.architecture]}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -322,7 +380,10 @@ def _check_tensors(
                 f"{weights_path}: tensor {name!r} has shape {tuple(found.shape)}, expected "
                 f"{tuple(parameter.shape)} from d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}"
             )
-        if found.dtype != file_cfg.torch_dtype:
+        allowed = {file_cfg.torch_dtype}
+        if name in FLOAT32_WEIGHTS:
+            allowed.add(torch.float32)
+        if found.dtype not in allowed:
             raise ValueError(
                 f"{weights_path}: tensor {name!r} has dtype {found.dtype}, expected "
                 f"{file_cfg.torch_dtype} from dtype={file_cfg.dtype!r} in {CFG_FILENAME}"

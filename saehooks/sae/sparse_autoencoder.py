@@ -46,15 +46,18 @@ class SparseAutoencoder(nn.Module):
 
         TopK SAEs start with unit-norm rows, as in Gao et al. (2024), "Scaling and evaluating
         sparse autoencoders", section 2.3, where tied initialisation keeps latents alive early in
-        training. ReLU SAEs, whose L1 penalty is weighted by the decoder norms, start with rows of
-        norm 0.1, as in Anthropic's "Update on how we train SAEs" (Circuits Updates, April 2024).
+        training; so do the other architectures that train with unit-norm rows. ReLU SAEs, whose
+        L1 penalty is weighted by the decoder norms, start with rows of norm 0.1, as in
+        Anthropic's "Update on how we train SAEs" (Circuits Updates, April 2024). Every bias
+        (``b_*``) is zeroed; other parameters of subclasses keep their values.
         """
-        row_norm = 1.0 if self.cfg.architecture == "topk" else 0.1
+        row_norm = 0.1 if self.cfg.architecture == "relu" else 1.0
         nn.init.kaiming_uniform_(self.W_dec)
         self.W_dec *= row_norm / self.W_dec.norm(dim=1, keepdim=True)
         self.W_enc.copy_(self.W_dec.T)
-        self.b_enc.zero_()
-        self.b_dec.zero_()
+        for name, parameter in self.named_parameters(recurse=False):
+            if name.startswith("b_"):
+                parameter.zero_()
 
     # -- forward pass --------------------------------------------------------------------------
 

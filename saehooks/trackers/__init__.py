@@ -2,6 +2,22 @@
 
 from saehooks.trackers.base import PenaltyTracker, Tracker, attached
 from saehooks.trackers.frequency import FireCounter
-from saehooks.trackers.sparsity import DecoderNormL1, L0Tracker
+from saehooks.trackers.l0 import StepL0Penalty, TanhL0Penalty
+from saehooks.trackers.reconstruction import GatedAuxiliaryReconstruction, MatryoshkaReconstruction
+from saehooks.trackers.sparsity import DecoderNormL1, GateL1, L0Tracker
+from saehooks.trackers.threshold import BatchTopKThreshold
 
-__all__ = ["DecoderNormL1", "FireCounter", "L0Tracker", "PenaltyTracker", "Tracker", "attached"]
+__all__ = [
+    "BatchTopKThreshold",
+    "DecoderNormL1",
+    "FireCounter",
+    "GateL1",
+    "GatedAuxiliaryReconstruction",
+    "L0Tracker",
+    "MatryoshkaReconstruction",
+    "PenaltyTracker",
+    "StepL0Penalty",
+    "TanhL0Penalty",
+    "Tracker",
+    "attached",
+]

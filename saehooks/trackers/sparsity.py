@@ -34,3 +34,18 @@ class L0Tracker(Tracker):
     @torch.no_grad()
     def observe(self, value: torch.Tensor) -> None:
         self.l0 = (value != 0).sum(dim=-1).float().mean().item()
+
+
+class GateL1(DecoderNormL1):
+    """L1 penalty on a gated SAE's gate path: mean over tokens of sum_j relu(pi_gate_j) |W_dec[j]|.
+
+    Rajamanoharan et al. (2024), "Improving Dictionary Learning with Gated Sparse Autoencoders",
+    section 3.2, penalise ``relu(pi_gate)`` rather than the activations, so that the magnitudes
+    suffer no shrinkage. Their decoder rows have unit norm, as during training here, which makes
+    the weighting by ``||W_dec[j]||`` equal to 1.
+    """
+
+    hook_point_name = "hook_gate_pre_acts"
+
+    def observe(self, value: torch.Tensor) -> None:
+        super().observe(torch.relu(value))

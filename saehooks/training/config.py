@@ -7,6 +7,8 @@ from typing import Any, Literal, TypeVar
 
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 B_DEC_INITS: tuple[str, ...] = ("geometric_median", "mean", "zeros")
+L0Penalty = Literal["step", "tanh"]
+L0_PENALTIES: tuple[str, ...] = ("step", "tanh")
 
 ConfigT = TypeVar("ConfigT")
 
@@ -76,9 +78,13 @@ class TrainingConfig:
     lr_decay_fraction: float = 0.2
     """Final fraction of steps over which the learning rate decays linearly to 0."""
     l1_coefficient: float = 5.0
-    """Weight of the decoder-norm-weighted L1 penalty (ReLU SAEs only)."""
+    """Weight of the L1 penalty of 'relu' (decoder-norm-weighted) and 'gated' (on the gate path)."""
     l1_warmup_fraction: float = 0.05
-    """Fraction of steps over which the L1 coefficient ramps up linearly from 0."""
+    """Fraction of steps over which the L1 or L0 coefficient ramps up linearly from 0."""
+    l0_coefficient: float = 2.0
+    """Weight of the L0 penalty of 'jumprelu' SAEs."""
+    l0_penalty: L0Penalty = "step"
+    """How 'jumprelu' measures L0: 'step' (straight-through estimator) or 'tanh' (smoothed)."""
     b_dec_init: BDecInit = "geometric_median"
     """How to initialise b_dec from the first buffer."""
     normalize_activations: bool = True
@@ -103,8 +109,13 @@ class TrainingConfig:
         for name in ("lr_decay_fraction", "l1_warmup_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-        if self.l1_coefficient < 0:
-            raise ValueError(f"l1_coefficient={self.l1_coefficient} must be >= 0")
+        for name in ("l1_coefficient", "l0_coefficient"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.l0_penalty not in L0_PENALTIES:
+            raise ValueError(
+                f"l0_penalty={self.l0_penalty!r} is invalid; use one of {L0_PENALTIES}"
+            )
         if self.b_dec_init not in B_DEC_INITS:
             raise ValueError(f"b_dec_init={self.b_dec_init!r} is invalid; use one of {B_DEC_INITS}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:

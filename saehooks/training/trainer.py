@@ -14,11 +14,15 @@ import torch
 from tqdm.auto import tqdm
 
 from saehooks.resampling import Remedy
-from saehooks.sae import SAEConfig, SparseAutoencoder
+from saehooks.sae import SAEConfig, SparseAutoencoder, build_sae
 from saehooks.trackers import FireCounter, L0Tracker, PenaltyTracker
 from saehooks.training.config import TrainingConfig
 from saehooks.training.initialization import geometric_median, normalization_scale
-from saehooks.training.objectives import default_penalties, uses_unit_norm_decoder
+from saehooks.training.objectives import (
+    default_estimators,
+    default_penalties,
+    uses_unit_norm_decoder,
+)
 from saehooks.training.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
@@ -43,10 +47,11 @@ class TrainResult:
 class Trainer:
     """Train one SAE with Adam on batches of activations ``[batch, d_in]``.
 
-    The trainer attaches its trackers to the SAE (``l0``, ``fires`` and the architecture's penalty
-    trackers, such as ``l1`` for ReLU SAEs), builds the loss from the MSE plus the weighted term of
-    every attached ``PenaltyTracker``, and writes one JSON line of metrics per step to
-    ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
+    The trainer attaches its trackers to the SAE (``l0``, ``fires``, the architecture's penalty
+    trackers, such as ``l1`` for ReLU SAEs, and its estimators, such as BatchTopK's
+    ``threshold``; see ``saehooks.training.objectives``), builds the loss from the MSE plus the
+    weighted term of every attached ``PenaltyTracker``, and writes one JSON line of metrics per
+    step to ``metrics_path`` when given. Call ``initialize`` with a sample of activations before
     ``fit``; ``export`` returns the trained SAE with the input scale folded into its weights.
 
     Besides ``SparseAutoencoder``, any module works that has the same contract: a ``cfg`` with
@@ -70,6 +75,8 @@ class Trainer:
         self.scale = 1.0
         self.step_count = 0
         self.tokens_seen = 0
+        self.rewarm_start_step = 0
+        self.rewarm_steps = 0
 
         self.l0 = L0Tracker()
         self.l0.attach(sae, "l0")
@@ -78,6 +85,8 @@ class Trainer:
         self.fires.attach(sae, "fires")
         for name, penalty in default_penalties(sae, cfg).items():
             penalty.attach(sae, name)
+        for name, estimator in default_estimators(sae).items():
+            estimator.attach(sae, name)
 
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         self.remedies = list(remedies)
@@ -102,6 +111,8 @@ class Trainer:
         lr = cfg.lr * lr_multiplier(
             self.step_count, cfg.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction
         )
+        if self.step_count - self.rewarm_start_step < self.rewarm_steps:
+            lr *= (self.step_count - self.rewarm_start_step + 1) / self.rewarm_steps
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -154,6 +165,14 @@ class Trainer:
         for remedy in self.remedies:
             metrics.update(remedy.after_step(self))
         return metrics
+
+    def rewarm_lr(self, steps: int) -> None:
+        """Scale the learning rate by a linear ramp from 1/steps to 1 over the next ``steps`` steps.
+
+        Remedies call this after rewriting latents whose Adam moments they reset.
+        """
+        self.rewarm_start_step = self.step_count
+        self.rewarm_steps = steps
 
     def _penalties(self) -> dict[str, PenaltyTracker]:
         return {
@@ -229,10 +248,10 @@ def _progress_fields(metrics: dict[str, Any]) -> dict[str, str]:
 
 
 def new_sae(cfg: SAEConfig, seed: int, device: torch.device | str = "cpu") -> SparseAutoencoder:
-    """An SAE initialised from a fixed seed."""
+    """An SAE of the class ``cfg.architecture`` names, initialised from a fixed seed."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return SparseAutoencoder(cfg, device=device)
+        return build_sae(cfg, device=device)
     finally:
         torch.random.set_rng_state(generator_state)

@@ -141,9 +141,9 @@ def test_dtype_mismatch_raises(tmp_path: Path) -> None:
 
 def test_unknown_architecture_raises(tmp_path: Path) -> None:
     save_sae(make_sae(), tmp_path / "sae")
-    rewrite_cfg(tmp_path / "sae", lambda values: values.update(architecture="jumprelu"))
+    rewrite_cfg(tmp_path / "sae", lambda values: values.update(architecture="transcoder"))
 
-    with pytest.raises(ValueError, match=r"architecture 'jumprelu' is not supported"):
+    with pytest.raises(ValueError, match=r"architecture 'transcoder' is not supported"):
         load_sae(tmp_path / "sae")
 
 

@@ -1,0 +1,39 @@
+"""The inference threshold of a BatchTopK SAE, estimated while it trains."""
+
+from __future__ import annotations
+
+import torch
+
+from saehooks.trackers.base import Tracker
+
+
+class BatchTopKThreshold(Tracker):
+    """Estimate a BatchTopK SAE's inference threshold from the smallest kept activation.
+
+    Bussmann et al. (2024), "BatchTopK Sparse Autoencoders", section 3, set the threshold to the
+    expected smallest positive activation that BatchTopK keeps in a batch. This tracker keeps a
+    running estimate in the SAE's ``threshold`` buffer: a plain mean over the first
+    ``1 / momentum`` batches, then an exponential moving average with weight ``momentum``, so
+    the estimate follows the SAE while it trains. Batches in which nothing fired are skipped.
+    It only updates while the SAE is in training mode.
+    """
+
+    hook_point_name = "hook_acts"
+
+    def __init__(self, momentum: float = 0.01) -> None:
+        super().__init__()
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum={momentum} must lie in (0, 1]")
+        self.momentum = momentum
+
+    @torch.no_grad()
+    def observe(self, value: torch.Tensor) -> None:
+        sae = self.sae
+        if not sae.training:
+            return
+        kept = value[value > 0]
+        if kept.numel() == 0:
+            return
+        sae.threshold_updates += 1
+        rate = max(self.momentum, 1.0 / int(sae.threshold_updates))
+        sae.threshold += rate * (kept.min().float() - sae.threshold)
