@@ -22,8 +22,9 @@ from saehooks.sae.sparse_autoencoder import SparseAutoencoder
 def batch_topk(pre_acts: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k * n`` largest entries of ``relu(pre_acts)`` over all of ``[n, d_sae]``.
 
-    The selection runs over every token and latent at once, so the result depends on the batch;
-    with leading dims flattened first, ``[2, 3, d_sae]`` and ``[6, d_sae]`` give the same latents.
+    The selection runs over every token and latent at once, so the result depends on the batch.
+    Callers flatten leading dims first, so ``[2, 3, d_sae]`` and ``[6, d_sae]`` give the same
+    latents.
     """
     n_tokens = pre_acts.shape[0]
     flat = pre_acts.reshape(-1)  # [n * d_sae]
@@ -57,7 +58,7 @@ class BatchTopKSAE(SparseAutoencoder):
 
     @torch.no_grad()
     def to_jumprelu(self) -> JumpReLUSAE:
-        """A JumpReLU SAE with the same weights and every latent's threshold set to ``threshold``.
+        """Convert to a JumpReLU SAE with the same weights and every threshold set to ``threshold``.
 
         Raises:
             ValueError: the threshold was never estimated (no ``BatchTopKThreshold`` tracker was

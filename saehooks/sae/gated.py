@@ -24,9 +24,10 @@ from saehooks.sae.sparse_autoencoder import SparseAutoencoder
 class GatedSAE(SparseAutoencoder):
     """A gated SAE with the parameters W_enc, b_gate, r_mag, b_mag, W_dec and b_dec.
 
-    There is no ``b_enc``: the gate path has ``b_gate`` and the magnitude path ``b_mag``. Hook
-    points are those of ``SparseAutoencoder``, where ``hook_pre_acts`` sees the magnitude path's
-    ``pi_mag``, plus ``hook_gate_pre_acts`` for the gate path's ``pi_gate`` ``[n_tokens, d_sae]``.
+    There is no ``b_enc``, because the gate path has ``b_gate`` and the magnitude path ``b_mag``.
+    The hook points are those of ``SparseAutoencoder``, with ``hook_pre_acts`` receiving the
+    magnitude path's ``pi_mag``, plus ``hook_gate_pre_acts`` for the gate path's ``pi_gate``
+    ``[n_tokens, d_sae]``.
     """
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:

@@ -27,14 +27,14 @@ from saehooks.sae.sparse_autoencoder import SparseAutoencoder
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
-    """The rectangle kernel: 1 where -1/2 < u < 1/2, else 0, in the dtype of ``u``."""
+    """Evaluate the rectangle kernel: 1 where -1/2 < u < 1/2, else 0, in the dtype of ``u``."""
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
 
 
 def _threshold_kernel(
     pre_acts: torch.Tensor, threshold: torch.Tensor, bandwidth: float
 ) -> torch.Tensor:
-    """K((z - threshold) / bandwidth) / bandwidth in float32, ``[n, d_sae]``."""
+    """Compute K((z - threshold) / bandwidth) / bandwidth in float32, ``[n, d_sae]``."""
     u = (pre_acts.float() - threshold.float()) / bandwidth  # [n, d_sae]
     return rectangle(u) / bandwidth
 

@@ -84,7 +84,7 @@ class TrainingConfig:
     l0_coefficient: float = 2.0
     """Weight of the L0 penalty of 'jumprelu' SAEs."""
     l0_penalty: L0Penalty = "step"
-    """How 'jumprelu' measures L0: 'step' (straight-through estimator) or 'tanh' (smoothed)."""
+    """L0 measure of 'jumprelu': 'step' (straight-through estimator) or 'tanh' (smoothed)."""
     b_dec_init: BDecInit = "geometric_median"
     """How to initialise b_dec from the first buffer."""
     normalize_activations: bool = True
