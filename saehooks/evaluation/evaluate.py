@@ -170,7 +170,7 @@ def _evaluate_batch(
         )
 
     x = captured[0][:, 1:]  # [B, T-1, d_in], BOS dropped
-    acts = sae.encode(x.to(sae.W_enc.device, sae.cfg.torch_dtype))  # [B, T-1, d_sae]
+    acts = sae.encode(x.to(sae.b_dec.device, sae.cfg.torch_dtype))  # [B, T-1, d_sae]
     x_hat = sae.decode(acts).to(x.device)  # [B, T-1, d_in]
     sums.fvu.update(x, x_hat)
     sums.sparsity.update(acts)
@@ -192,7 +192,7 @@ def _reconstruction(sae: SparseAutoencoder) -> Replacement:
     """Wrap ``sae`` as a splice function that returns the host's device and dtype."""
 
     def reconstruct(activation: torch.Tensor) -> torch.Tensor:
-        x_hat = sae(activation.to(sae.W_enc.device, sae.cfg.torch_dtype))  # [B, T, d_in]
+        x_hat = sae(activation.to(sae.b_dec.device, sae.cfg.torch_dtype))  # [B, T, d_in]
         return x_hat.to(activation.device, activation.dtype)
 
     return reconstruct

@@ -15,6 +15,9 @@ BatchTopK and Matryoshka SAEs are saved as JumpReLU SAEs whose latents all share
 inference threshold, as SAELens does too, so the saved SAE runs token by token. ``metadata``
 records the architecture they were trained as.
 
+Composite SAEs (mixture of experts, hierarchical, deep encoder) have a layout of their own,
+described in ``saehooks.io.composite``; ``save_sae`` and ``load_sae`` hand them over to it.
+
 Activation normalisation is folded into the weights before saving, so ``normalize_activations``
 is always ``"none"``. Loading never unpickles: the weights come from ``safetensors`` and are
 checked key by key against the module built from ``cfg.json``.
@@ -38,7 +41,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from saehooks.sae.batchtopk import BatchTopKSAE
-from saehooks.sae.build import build_sae
+from saehooks.sae.build import COMPOSITE_CONFIGS, build_sae
+from saehooks.sae.composite import CompositeSAE
 from saehooks.sae.config import DTYPES, SAEConfig
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
 
@@ -151,6 +155,10 @@ def save_sae(
         FileExistsError: ``folder`` exists and contains anything other than a saved SAE.
         TypeError: ``extra`` contains a value that JSON cannot encode.
     """
+    if isinstance(sae, CompositeSAE):
+        from saehooks.io.composite import save_composite  # imports this module
+
+        return save_composite(sae, folder, extra)
     target = Path(folder).resolve()
     _check_replaceable(target)
     if isinstance(sae, BatchTopKSAE):
@@ -259,7 +267,13 @@ def load_sae(
                 f"{CFG_FILENAME} and {WEIGHTS_FILENAME}"
             )
 
-    file_cfg = sae_config_from_dict(_read_cfg_json(cfg_path), cfg_path)
+    cfg_values = _read_cfg_json(cfg_path)
+    if cfg_values.get("architecture") in COMPOSITE_CONFIGS:
+        from saehooks.io.composite import load_composite  # imports this module
+
+        # A composite is no SparseAutoencoder subclass, but it honours the same contract.
+        return load_composite(folder, device, dtype)  # type: ignore[return-value]
+    file_cfg = sae_config_from_dict(cfg_values, cfg_path)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; use one of {tuple(DTYPES)}")
     cfg = dataclasses.replace(file_cfg, dtype=dtype) if dtype is not None else file_cfg

@@ -1,5 +1,6 @@
 """Modules that attach to an SAE's hook points and turn what they see into losses and statistics."""
 
+from saehooks.trackers.balance import LoadBalance
 from saehooks.trackers.base import PenaltyTracker, Tracker, attached
 from saehooks.trackers.frequency import FireCounter
 from saehooks.trackers.l0 import StepL0Penalty, TanhL0Penalty
@@ -14,6 +15,7 @@ __all__ = [
     "GateL1",
     "GatedAuxiliaryReconstruction",
     "L0Tracker",
+    "LoadBalance",
     "MatryoshkaReconstruction",
     "PenaltyTracker",
     "StepL0Penalty",

@@ -8,6 +8,7 @@ from saehooks.trackers import (
     DecoderNormL1,
     GatedAuxiliaryReconstruction,
     GateL1,
+    LoadBalance,
     MatryoshkaReconstruction,
     PenaltyTracker,
     StepL0Penalty,
@@ -17,7 +18,9 @@ from saehooks.trackers import (
 from saehooks.training.config import TrainingConfig
 
 # Architectures whose decoder rows are kept at unit norm during training.
-UNIT_NORM_DECODER = ("topk", "batchtopk", "matryoshka", "jumprelu", "gated")
+UNIT_NORM_DECODER = (
+    "topk", "batchtopk", "matryoshka", "jumprelu", "gated", "moe", "hierarchical", "deep"
+)
 
 
 def default_penalties(sae: SparseAutoencoder, cfg: TrainingConfig) -> dict[str, PenaltyTracker]:
@@ -39,6 +42,8 @@ def default_penalties(sae: SparseAutoencoder, cfg: TrainingConfig) -> dict[str, 
         }
     if architecture == "matryoshka":
         return {"matryoshka": MatryoshkaReconstruction()}
+    if architecture == "moe":
+        return {"balance": LoadBalance(sae.cfg.experts_per_token, sae.cfg.balance_coefficient)}
     return {}
 
 
@@ -55,7 +60,8 @@ def uses_unit_norm_decoder(sae: SparseAutoencoder) -> bool:
     TopK SAEs keep unit-norm rows (Gao et al., 2024, section 2.3), and so do the gated SAEs of
     Rajamanoharan et al. (2024), whose L1 penalty would otherwise shrink the gate path while the
     decoder grows. BatchTopK, Matryoshka and JumpReLU SAEs keep them too, so that activations
-    and thresholds are in the units of the input. ReLU SAEs do not, because their L1 penalty is
-    weighted by the row norms instead.
+    and thresholds are in the units of the input. The composites (mixture of experts,
+    hierarchical, deep encoder) read their latents through TopK and keep them too. ReLU SAEs do
+    not, because their L1 penalty is weighted by the row norms instead.
     """
     return sae.cfg.architecture in UNIT_NORM_DECODER
