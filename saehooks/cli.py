@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from saehooks.config_args import add_config_arguments, config_from_args
+from saehooks.resampling import RemedyConfig
 from saehooks.sae import SAEConfig
 from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(train, DataConfig)
     add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
+    add_config_arguments(train, RemedyConfig)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved SAE spliced into its host; writes metrics.json"
@@ -78,19 +80,30 @@ def run_train(args: argparse.Namespace) -> int:
 
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
+    remedy_cfg = config_from_args(RemedyConfig, args)
     k = args.k if args.k is not None or args.architecture not in K_ARCHITECTURES else DEFAULT_TOPK_K
     host = load_host(data_cfg.model)
     width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
     sae_cfg = config_from_args(SAEConfig, args, d_in=width, d_sae=args.d_sae, k=k)
 
-    outcome = train_sae(sae_cfg, data_cfg, train_cfg, args.out, host=host, progress=not args.quiet)
+    outcome = train_sae(
+        sae_cfg,
+        data_cfg,
+        train_cfg,
+        args.out,
+        host=host,
+        progress=not args.quiet,
+        remedy_cfg=remedy_cfg,
+    )
     state = "interrupted" if outcome.result.interrupted else "finished"
     print(
         f"training {state}: {outcome.result.steps} steps, {outcome.result.tokens:,} tokens in "
         f"{outcome.result.seconds:.0f} s; SAE saved to {outcome.sae_dir}"
     )
     if args.eval_tokens > 0:
-        result, metrics_path = evaluate_saved(outcome.run_dir, args.eval_tokens, host=host)
+        result, metrics_path = evaluate_saved(
+            outcome.run_dir, args.eval_tokens, host=host, progress=not args.quiet
+        )
         print(format_table(result))
         print(f"metrics written to {metrics_path}")
     return 0

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from saehooks.data import TokenStream, load_corpus
 from saehooks.evaluation.evaluate import EvalResult, evaluate_sae, write_metrics
 from saehooks.hosts import Host, load_host
@@ -38,13 +40,15 @@ def evaluate_saved(
     batch_size: int = 8,
     host: Host | None = None,
     corpus: str | None = None,
+    progress: bool = True,
 ) -> tuple[EvalResult, Path]:
     """Evaluate the SAE at ``path`` and write ``metrics.json`` beside it.
 
     The host, hook, corpus, context size and held-out fraction come from the SAE's ``cfg.json``
     (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. At most
     ``eval_tokens`` held-out tokens are used, in whole contexts. Returns the result and the path
-    of the metrics file, which goes into the run folder when ``path`` is one.
+    of the metrics file, which goes into the run folder when ``path`` is one. ``progress`` shows
+    a progress bar over the batches on stderr.
     """
     if eval_tokens < 1:
         raise ValueError(f"eval_tokens={eval_tokens} must be positive")
@@ -63,6 +67,7 @@ def evaluate_saved(
     )
     n_batches = max(1, eval_tokens // (context_size * batch_size))
     batches = itertools.islice(stream.batches("eval", batch_size), n_batches)
+    batches = tqdm(batches, total=n_batches, desc="evaluating", unit="batch", disable=not progress)
     result = evaluate_sae(host, sae, batches, hook_name)
 
     run_dir = sae_dir.parent if sae_dir.name == SAE_SUBFOLDER else sae_dir
