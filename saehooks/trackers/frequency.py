@@ -1,6 +1,8 @@
-"""Per-latent firing counts, kept as buffers so that they land in checkpoints."""
+"""Per-latent firing statistics: total, windowed and moving-average counts, kept as buffers."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -52,3 +54,123 @@ class FireCounter(Tracker):
 
     def dead_fraction(self, window_tokens: int) -> float:
         return self.dead_mask(window_tokens).float().mean().item()
+
+
+class WindowedFireCounter(Tracker):
+    """Count, per latent, the fires within a sliding window of the most recent tokens.
+
+    Tokens go into ``n_buckets + 1`` buckets of ``bucket_tokens`` each, in arrival order and split
+    at token granularity, so a batch may straddle two buckets. When the newest bucket fills, the
+    oldest one is emptied and reused. The window therefore spans the last ``window_tokens_held()``
+    tokens: at least ``window_tokens`` once that many have been seen, and less than
+    ``window_tokens + bucket_tokens``.
+    """
+
+    hook_point_name = "hook_acts"
+
+    def __init__(self, d_sae: int, window_tokens: int, n_buckets: int = 8) -> None:
+        super().__init__()
+        if window_tokens < 1 or n_buckets < 1:
+            raise ValueError(
+                f"window_tokens={window_tokens} and n_buckets={n_buckets} must both be positive"
+            )
+        self.window_tokens = window_tokens
+        self.bucket_tokens = -(-window_tokens // n_buckets)  # ceiling division
+        self.register_buffer("bucket_fires", torch.zeros(n_buckets + 1, d_sae, dtype=torch.long))
+        self.register_buffer("bucket_counts", torch.zeros(n_buckets + 1, dtype=torch.long))
+        self.register_buffer("current", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def observe(self, value: torch.Tensor) -> None:
+        fired = (value > 0).long()  # [n_tokens, d_sae]
+        start = 0
+        while start < fired.shape[0]:
+            slot = int(self.current)
+            room = self.bucket_tokens - int(self.bucket_counts[slot])
+            take = min(room, fired.shape[0] - start)
+            self.bucket_fires[slot] += fired[start : start + take].sum(dim=0)
+            self.bucket_counts[slot] += take
+            start += take
+            if int(self.bucket_counts[slot]) == self.bucket_tokens:
+                self._advance()
+
+    def _advance(self) -> None:
+        slot = (int(self.current) + 1) % self.bucket_counts.shape[0]
+        self.bucket_fires[slot].zero_()
+        self.bucket_counts[slot].zero_()
+        self.current.fill_(slot)
+
+    def window_tokens_held(self) -> int:
+        """Number of most recent tokens that the window counts cover."""
+        return int(self.bucket_counts.sum())
+
+    def window_fires(self) -> torch.Tensor:
+        """Fires per latent over the last ``window_tokens_held()`` tokens, ``[d_sae]`` long."""
+        return self.bucket_fires.sum(dim=0)
+
+    def frequency(self) -> torch.Tensor:
+        """Fraction of the window's tokens on which each latent fired, ``[d_sae]``."""
+        return self.window_fires().float() / max(1, self.window_tokens_held())
+
+    def dead_mask(self) -> torch.Tensor:
+        """Latents that fired on none of at least ``window_tokens`` recent tokens, ``[d_sae]``.
+
+        All False until ``window_tokens`` tokens have been seen.
+        """
+        if self.window_tokens_held() < self.window_tokens:
+            return torch.zeros_like(self.bucket_fires[0], dtype=torch.bool)
+        return self.window_fires() == 0
+
+
+class FiringEMA(Tracker):
+    """Exponential moving average of each latent's firing indicator, updated token by token.
+
+    After token t, ``ema = decay * ema + (1 - decay) * fired_t`` with
+    ``decay = exp(-1 / time_constant_tokens)``. A batch of n tokens is folded in exactly, in
+    token order, as ``decay**n * ema + sum_i (1 - decay) * decay**(n - 1 - i) * fired_i``.
+    ``frequency()`` divides by ``1 - decay**tokens`` to remove the bias of the zero start, as
+    Adam does for its moments (Kingma and Ba, 2015, section 3). The state is kept in float64 so
+    that millions of updates do not drift.
+    """
+
+    hook_point_name = "hook_acts"
+
+    def __init__(
+        self, d_sae: int, time_constant_tokens: int, dead_frequency: float = 1e-6
+    ) -> None:
+        super().__init__()
+        if time_constant_tokens < 1:
+            raise ValueError(f"time_constant_tokens={time_constant_tokens} must be positive")
+        if not 0.0 < dead_frequency < 1.0:
+            raise ValueError(f"dead_frequency={dead_frequency} must lie in the open range (0, 1)")
+        self.time_constant_tokens = time_constant_tokens
+        self.dead_frequency = dead_frequency
+        self.decay = math.exp(-1.0 / time_constant_tokens)
+        self.register_buffer("ema", torch.zeros(d_sae, dtype=torch.float64))
+        self.register_buffer("tokens", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def observe(self, value: torch.Tensor) -> None:
+        fired = (value > 0).to(torch.float64)  # [n_tokens, d_sae]
+        n = fired.shape[0]
+        age = torch.arange(n - 1, -1, -1, dtype=torch.float64, device=fired.device)  # [n]
+        weights = (1.0 - self.decay) * self.decay**age  # [n], newest token weighs most
+        self.ema.mul_(self.decay**n).add_(weights @ fired)
+        self.tokens += n
+
+    def frequency(self) -> torch.Tensor:
+        """Bias-corrected moving-average firing frequency, ``[d_sae]`` float64."""
+        seen = int(self.tokens)
+        if seen == 0:
+            return torch.zeros_like(self.ema)
+        return self.ema / (1.0 - self.decay**seen)
+
+    def dead_mask(self) -> torch.Tensor:
+        """Latents whose frequency is below ``dead_frequency``, ``[d_sae]`` bool.
+
+        All False until ``time_constant_tokens`` tokens have been seen, so that the first
+        batches do not condemn every latent that has not fired yet.
+        """
+        if int(self.tokens) < self.time_constant_tokens:
+            return torch.zeros_like(self.ema, dtype=torch.bool)
+        return self.frequency() < self.dead_frequency

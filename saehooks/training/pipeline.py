@@ -15,6 +15,7 @@ import torch
 from saehooks.data import ActivationBuffer, TokenStream, activation_chunks, load_corpus
 from saehooks.hosts import Host, load_host
 from saehooks.io import save_sae
+from saehooks.resampling import RemedyConfig, build_remedies
 from saehooks.sae import SAEConfig
 from saehooks.training.config import DataConfig, TrainingConfig
 from saehooks.training.trainer import Trainer, TrainResult, new_sae
@@ -80,12 +81,13 @@ def train_sae(
     out_dir: str | Path,
     host: Host | None = None,
     progress: bool = True,
+    remedy_cfg: RemedyConfig | None = None,
 ) -> TrainOutcome:
     """Train one SAE on live activations of ``data_cfg.hook_name`` and save it under ``out_dir``.
 
     ``sae_cfg.d_in`` must equal the width of the activations at the hook. When ``host`` is None,
-    the host named by ``data_cfg.model`` is loaded. Ctrl-C stops training cleanly and the SAE
-    trained so far is saved.
+    the host named by ``data_cfg.model`` is loaded. ``remedy_cfg`` picks a dead-latent remedy
+    (none by default). Ctrl-C stops training cleanly and the SAE trained so far is saved.
     """
     run_dir = Path(out_dir)
     host = host if host is not None else load_host(data_cfg.model)
@@ -116,7 +118,14 @@ def train_sae(
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / TRAIN_METRICS_FILENAME
     metrics_path.unlink(missing_ok=True)
-    trainer = Trainer(new_sae(sae_cfg, train_cfg.seed), train_cfg, metrics_path, progress)
+    remedy_cfg = remedy_cfg if remedy_cfg is not None else RemedyConfig()
+    trainer = Trainer(
+        new_sae(sae_cfg, train_cfg.seed),
+        train_cfg,
+        metrics_path,
+        progress,
+        remedies=build_remedies(remedy_cfg),
+    )
     trainer.initialize(buffer.unserved())
     result = trainer.fit(buffer)
 
@@ -136,6 +145,7 @@ def train_sae(
             "sae": sae_cfg.to_dict(),
             "data": dataclasses.asdict(data_cfg),
             "training": train_cfg.to_dict(),
+            "remedy": remedy_cfg.to_dict(),
             "result": dataclasses.asdict(result),
         },
     )

@@ -75,6 +75,8 @@ class Trainer:
         self.scale = 1.0
         self.step_count = 0
         self.tokens_seen = 0
+        self.rewarm_start_step = 0
+        self.rewarm_steps = 0
 
         self.l0 = L0Tracker()
         self.l0.attach(sae, "l0")
@@ -109,6 +111,8 @@ class Trainer:
         lr = cfg.lr * lr_multiplier(
             self.step_count, cfg.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction
         )
+        if self.step_count - self.rewarm_start_step < self.rewarm_steps:
+            lr *= (self.step_count - self.rewarm_start_step + 1) / self.rewarm_steps
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -161,6 +165,14 @@ class Trainer:
         for remedy in self.remedies:
             metrics.update(remedy.after_step(self))
         return metrics
+
+    def rewarm_lr(self, steps: int) -> None:
+        """Scale the learning rate by a linear ramp from 1/steps to 1 over the next ``steps`` steps.
+
+        Remedies call this after rewriting latents whose Adam moments they reset.
+        """
+        self.rewarm_start_step = self.step_count
+        self.rewarm_steps = steps
 
     def _penalties(self) -> dict[str, PenaltyTracker]:
         return {
