@@ -7,10 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+from saehooks.architecture_args import add_architecture_arguments, sae_config_from_args
 from saehooks.config_args import add_config_arguments, config_from_args
 from saehooks.resampling import RemedyConfig
-from saehooks.sae import SAEConfig
-from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
 
 DEFAULT_D_SAE = 4608
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_EVAL_TOKENS})",
     )
     train.add_argument("--quiet", action="store_true", help="hide the progress bar")
-    add_config_arguments(train, SAEConfig, skip=("d_in", "hook_name", "model_name", "d_sae", "k"))
+    add_architecture_arguments(train)
     train.add_argument(
         "--d-sae",
         type=int,
@@ -52,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"latents kept per token by topk, on average by batchtopk and matryoshka "
-        f"(default: {DEFAULT_TOPK_K} for those three)",
+        f"(default: {DEFAULT_TOPK_K} for those three); per selected expert by moe (default: 16), "
+        f"per token by the parent of hierarchical (default: 8) and by deep (default: 32)",
     )
     add_config_arguments(train, DataConfig)
     add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
@@ -81,10 +81,9 @@ def run_train(args: argparse.Namespace) -> int:
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
     remedy_cfg = config_from_args(RemedyConfig, args)
-    k = args.k if args.k is not None or args.architecture not in K_ARCHITECTURES else DEFAULT_TOPK_K
     host = load_host(data_cfg.model)
     width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
-    sae_cfg = config_from_args(SAEConfig, args, d_in=width, d_sae=args.d_sae, k=k)
+    sae_cfg = sae_config_from_args(args, d_in=width, default_k=DEFAULT_TOPK_K)
 
     outcome = train_sae(
         sae_cfg,
