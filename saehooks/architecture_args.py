@@ -44,7 +44,7 @@ def sae_config_from_args(
     """Build the config of the architecture that ``args.architecture`` names.
 
     ``default_k`` applies to the plain architectures that keep k latents per token when ``--k``
-    is not given; each composite has its own default k.
+    is not given. Each composite has its own default k.
 
     Raises:
         ValueError: an option of another composite was set, or the config is invalid.

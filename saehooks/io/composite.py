@@ -56,7 +56,7 @@ def weights_of(sae: CompositeSAE) -> dict[str, torch.Tensor]:
 def save_composite(
     sae: CompositeSAE, folder: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Write a composite SAE to ``folder``; the arguments and errors are those of ``save_sae``."""
+    """Write a composite SAE to ``folder``, with the arguments and errors of ``save_sae``."""
     target = Path(folder).resolve()
     _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def save_composite(
 def load_composite(
     folder: str | Path, device: torch.device | str = "cpu", dtype: str | None = None
 ) -> CompositeSAE:
-    """Load a composite SAE saved by :func:`save_composite`; arguments as for ``load_sae``.
+    """Load a composite SAE saved by :func:`save_composite`, with the arguments of ``load_sae``.
 
     Raises:
         FileNotFoundError: either file is missing.

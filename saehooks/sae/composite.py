@@ -51,7 +51,7 @@ class CompositeConfig:
 
     @classmethod
     def from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
-        """Build a config from ``to_dict`` output; raise on unknown keys or another architecture."""
+        """Build a config from ``to_dict`` output; reject unknown keys and other architectures."""
         values = dict(values)
         architecture = values.pop("architecture", cls.architecture)
         if architecture != cls.architecture:
@@ -68,7 +68,7 @@ class CompositeConfig:
         return cls(**values)
 
     def check_shared_fields(self) -> None:
-        """Validate the fields every composite has; call from ``__post_init__``."""
+        """Validate the fields that every composite has. Call it from ``__post_init__``."""
         if self.d_in < 1 or self.d_sae < 1:
             raise ValueError(
                 f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}"
@@ -84,7 +84,7 @@ def topk_acts(pre_acts: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class CompositeSAE(nn.Module):
-    """The forward contract of a composite SAE; subclasses supply the latents and the decoder.
+    """The forward contract of a composite SAE, whose subclasses supply latents and decoder.
 
     Subclasses implement ``encode_centred`` (``[n, d_in] -> [n, d_sae]``, on the input with
     ``b_dec`` subtracted), provide ``W_dec`` ``[d_sae, d_in]`` as a parameter or property, and
@@ -106,7 +106,7 @@ class CompositeSAE(nn.Module):
         raise NotImplementedError
 
     def encode(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        """Latent activations ``[..., d_in] -> [..., d_sae]``; ``gate`` broadcasts to the output."""
+        """Encode ``[..., d_in] -> [..., d_sae]``, with ``gate`` broadcast to the output."""
         d_in, d_sae = self.cfg.d_in, self.cfg.d_sae
         leading = x.shape[:-1]
         x_flat = self.hook_input(x.reshape(-1, d_in))  # [n, d_in]
@@ -123,7 +123,7 @@ class CompositeSAE(nn.Module):
         return self.hook_x_hat(x_hat).reshape(*leading, self.cfg.d_in)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruct ``x`` (``[..., d_in]``); ``gate`` broadcasts to ``[..., d_sae]``."""
+        """Reconstruct ``x`` (``[..., d_in]``), with ``gate`` broadcast to ``[..., d_sae]``."""
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(
                 f"input has last dimension {x.shape[-1]}, but this SAE has d_in={self.cfg.d_in}"
@@ -166,7 +166,7 @@ class CompositeSAE(nn.Module):
 
         After training on ``scale * x``, the folded SAE applied to raw ``x`` returns
         ``sae_before(scale * x) / scale``. The centred input shrinks by ``scale``, so every weight
-        that reads it grows by ``scale``; decoder rows and ``b_dec`` shrink by it; all latent
+        that reads it grows by ``scale``, while decoder rows and ``b_dec`` shrink by it. All latent
         activations, and with them every router decision and gate, stay the same.
         """
         if not scale > 0:

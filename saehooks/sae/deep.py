@@ -26,7 +26,7 @@ class DeepConfig(CompositeConfig):
     k: int = 32
     """Latents kept per token (TopK)."""
     d_hidden: int | None = None
-    """Deep encoder: width of the hidden layer, an even number; None uses 2 * d_in."""
+    """Deep encoder: width of the hidden layer, an even number, or None for 2 * d_in."""
     dtype: str = "float32"
     """Parameter dtype, one of float32, float16, bfloat16, float64."""
     hook_name: str = ""
@@ -50,7 +50,7 @@ class DeepConfig(CompositeConfig):
 class DeepEncoderSAE(CompositeSAE):
     """x_hat = topk(relu((x - b_dec) @ W_hidden + b_hidden) @ W_enc + b_enc) @ W_dec + b_dec.
 
-    The encoder is a two-layer network; the decoder stays linear, so every latent still owns one
+    The encoder is a two-layer network. The decoder stays linear, so every latent still owns one
     decoder direction. ``hook_hidden`` sees the hidden layer ``[n_tokens, d_hidden]`` and
     ``hook_pre_acts`` the latents before TopK ``[n_tokens, d_sae]``.
 

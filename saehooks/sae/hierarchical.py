@@ -70,13 +70,13 @@ class HierarchicalSAE(CompositeSAE):
 
     The gate is the indicator rather than the parent's activation, for two reasons. A child
     latent then contributes linearly in the input's magnitude, like every other latent, instead of
-    quadratically through the product with its parent; so its activations read on the same scale
+    quadratically through the product with its parent. So its activations read on the same scale
     as the parent's and the input-scale fold stays exact. And the indicator's derivative is zero,
     so the reconstruction gradient never pushes a parent to fire harder for the sake of its child.
 
     ``hook_acts`` sees ``[n_tokens, d_sae]``: the ``d_parent`` parent latents first, then child
     ``j`` in columns ``d_parent + j * child_size .. d_parent + (j + 1) * child_size - 1``. The
-    parts share the composite's ``b_dec``; their own ``b_dec`` stays frozen at zero.
+    parts share the composite's ``b_dec``, and their own ``b_dec`` stays frozen at zero.
     """
 
     def __init__(self, cfg: HierarchicalConfig, device: torch.device | str | None = None) -> None:
@@ -146,7 +146,7 @@ def child_usage(
     """Count the children that fired and whose decoders moved away from their initialisation.
 
     Args:
-        trained: the SAE after training (its input scale may be folded in; directions count).
+        trained: the SAE after training. Only directions count, so a folded input scale is fine.
         initial: the same architecture as initialised before training, for example rebuilt
             from the training seed with ``saehooks.training.trainer.new_sae``.
         latent_fired: ``[d_sae]`` bool, the latents that fired on some set of tokens, such as
@@ -156,7 +156,10 @@ def child_usage(
     """
     cfg = trained.cfg
     if initial.cfg != cfg:
-        raise ValueError("trained and initial SAEs have different configs; compare like with like")
+        raise ValueError(
+            "trained and initial SAEs have different configs; rebuild the initial SAE from the "
+            "trained SAE's config"
+        )
     if latent_fired.shape != (cfg.d_sae,):
         raise ValueError(
             f"latent_fired has shape {tuple(latent_fired.shape)}, expected ({cfg.d_sae},)"

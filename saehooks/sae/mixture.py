@@ -24,7 +24,7 @@ class MixtureConfig(CompositeConfig):
     d_in: int
     """Width of the input activation."""
     d_sae: int
-    """Latents of all experts together; a multiple of n_experts."""
+    """Latents of all experts together, a multiple of n_experts."""
     n_experts: int = 8
     """Mixture of experts: number of expert SAEs."""
     experts_per_token: int = 2
@@ -67,7 +67,7 @@ class MixtureConfig(CompositeConfig):
 class MixtureOfExperts(CompositeSAE):
     """Route each token to ``experts_per_token`` of ``n_experts`` TopK SAEs and sum their outputs.
 
-    The router is linear on the centred input ``x - b_dec``; its softmax over all experts,
+    The router is linear on the centred input ``x - b_dec``. Its softmax over all experts,
     ``[n_tokens, n_experts]``, passes ``hook_router_probs``, where the load-balancing tracker
     (``saehooks.trackers.LoadBalance``) reads it. Each token goes to the experts with the largest
     probabilities. Expert ``e`` encodes only the tokens routed to it, with ``gate`` set to the
@@ -80,7 +80,7 @@ class MixtureOfExperts(CompositeSAE):
 
     The experts' latents lie side by side at ``hook_acts``: expert ``e`` owns columns
     ``e * d_expert .. (e + 1) * d_expert - 1``, and is zero on the tokens not routed to it. The
-    experts share the mixture's ``b_dec``; their own ``b_dec`` stays frozen at zero.
+    experts share the mixture's ``b_dec``, and their own ``b_dec`` stays frozen at zero.
     """
 
     def __init__(self, cfg: MixtureConfig, device: torch.device | str | None = None) -> None:

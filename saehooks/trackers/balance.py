@@ -16,7 +16,7 @@ class LoadBalance(PenaltyTracker):
     per token). The loss is 1 when both are uniform. ``f_i`` counts discrete choices and carries
     no gradient, so the loss lowers the probabilities of the experts that receive the most tokens.
 
-    Attach it to an SAE with ``hook_router_probs`` (``MixtureOfExperts``); the slots are the
+    Attach it to an SAE with ``hook_router_probs`` (``MixtureOfExperts``). The slots are the
     ``experts_per_token`` largest probabilities of each token, as the router selects them.
     """
 
