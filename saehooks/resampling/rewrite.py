@@ -40,12 +40,13 @@ class ScheduledRewrite:
     Eligible are the latents the frequency tracker calls dead, except those edited less than
     ``dead_window_tokens`` tokens ago, which have not yet had a full window to fire. At most
     ``resample_max_latents`` of them are drawn at random (seeded by the training seed) per event.
-    Subclasses implement ``edit`` and set ``rewarms_lr`` to choose whether an event re-warms the
-    learning rate.
+    Subclasses implement ``edit``, set ``rewarms_lr`` to choose whether an event re-warms the
+    learning rate, and set ``needs_thresholds`` when ``edit`` reads the sample's thresholds.
     """
 
     name = ""
     rewarms_lr = True
+    needs_thresholds = False
 
     def __init__(self, cfg: RemedyConfig) -> None:
         self.cfg = cfg
@@ -53,7 +54,9 @@ class ScheduledRewrite:
     def attach(self, trainer: Trainer) -> None:
         self.params: LatentParameters = latent_parameters(trainer.sae, self.name)
         self.frequency = attach_frequency(trainer, self.cfg)
-        self.sample = RecentSample(self.cfg.resample_sample_tokens, trainer.sae.cfg.d_in)
+        self.sample = RecentSample(
+            self.cfg.resample_sample_tokens, trainer.sae.cfg.d_in, self.needs_thresholds
+        )
         self.sample.to(trainer.device).attach(trainer.sae, f"{self.name}_sample")
         self.log = DeadLatentLog(trainer.sae.cfg.d_sae, trainer.device)
         self.generator = torch.Generator().manual_seed(trainer.cfg.seed)
@@ -198,6 +201,7 @@ class BiasBoost(ScheduledRewrite):
 
     name = "bias_boost"
     rewarms_lr = False
+    needs_thresholds = True
 
     @torch.no_grad()
     def edit(self, trainer: Trainer, latents: torch.Tensor, dead: torch.Tensor) -> int:

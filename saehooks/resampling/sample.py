@@ -50,20 +50,17 @@ class ValueCapture:
 
 
 class ResidualTracker(Tracker):
-    """A tracker on ``hook_x_hat`` that also sees the input of the same forward pass.
+    """A tracker on ``hook_x_hat`` that also reads the input of the same forward pass.
 
-    ``observe_residual(x, x_hat)`` receives both as ``[n_tokens, d_in]``. Subclasses may name more
-    hook points in ``extra_hook_points``; their latest values are in ``self.captures``.
+    ``observe_residual(x, x_hat)`` receives both as ``[n_tokens, d_in]``. The latest values of
+    ``hook_input`` and of the ``extra_hook_points`` are in ``self.captures``.
     """
 
     hook_point_name = "hook_x_hat"
-    extra_hook_points: tuple[str, ...] = ()
 
-    def __init__(self, **kwargs: float) -> None:
+    def __init__(self, extra_hook_points: tuple[str, ...] = (), **kwargs: float) -> None:
         super().__init__(**kwargs)  # reaches PenaltyTracker's arguments in a penalty subclass
-        self.captures = {
-            name: ValueCapture(name) for name in ("hook_input", *self.extra_hook_points)
-        }
+        self.captures = {name: ValueCapture(name) for name in ("hook_input", *extra_hook_points)}
 
     def attach(self, sae: SparseAutoencoder, name: str) -> None:
         super().attach(sae, name)
@@ -87,48 +84,50 @@ class ResidualTracker(Tracker):
 
 
 class Sample(NamedTuple):
-    """The filled rows of a ``RecentSample``, oldest first only before the buffer wraps."""
+    """The filled rows of a ``RecentSample``, in ring order (see ``RecentSample.position``)."""
 
     inputs: torch.Tensor
     """Inputs as the SAE saw them (after any input scaling), ``[m, d_in]``."""
     residuals: torch.Tensor
     """``x - x_hat`` at the step that saw each input, ``[m, d_in]``."""
     thresholds: torch.Tensor
-    """Smallest positive latent activation per token (0 when none fired), ``[m]``."""
+    """Smallest positive latent activation per token (0 when none fired or not kept), ``[m]``."""
 
 
 class RecentSample(ResidualTracker):
     """A ring buffer of the last ``capacity`` training inputs, their residuals and thresholds.
 
-    For each token it keeps the input ``x`` as the SAE saw it, the residual ``x - x_hat`` and
-    the firing threshold: the smallest positive latent activation on that token, or 0 when no
-    latent fired. For TopK that is the k-th largest pre-activation, which a latent must exceed to
-    fire; for ReLU it is a conservative stand-in for the true threshold 0. Everything is
-    recorded when the token passes through a training step, so the residuals belong to the
-    weights of that step, at most ``capacity`` tokens ago. The buffers are not persistent: they
-    stay out of checkpoints.
+    For each token it keeps the input ``x`` as the SAE saw it, the residual ``x - x_hat`` and,
+    when ``keep_thresholds`` is set, the firing threshold: the smallest positive latent
+    activation on that token, or 0 when no latent fired. For TopK that is the k-th largest
+    pre-activation, which a latent must exceed to fire. For ReLU it is a conservative stand-in
+    for the true threshold 0, and for JumpReLU it ignores that each latent has its own threshold.
+    Everything is recorded when the token passes through a training step, so the residuals
+    belong to the weights of that step, at most ``capacity`` tokens ago. The buffers are not
+    persistent, so they stay out of checkpoints.
     """
 
-    extra_hook_points = ("hook_acts",)
-
-    def __init__(self, capacity: int, d_in: int) -> None:
-        super().__init__()
+    def __init__(self, capacity: int, d_in: int, keep_thresholds: bool = False) -> None:
+        super().__init__(extra_hook_points=("hook_acts",) if keep_thresholds else ())
+        self.keep_thresholds = keep_thresholds
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be positive")
         self.capacity = capacity
         self.register_buffer("inputs", torch.zeros(capacity, d_in), persistent=False)
         self.register_buffer("residuals", torch.zeros(capacity, d_in), persistent=False)
         self.register_buffer("thresholds", torch.zeros(capacity), persistent=False)
-        self.position = 0
+        self.position = 0  # next row to write, which is the oldest row once the ring is full
         self.filled = 0
 
     @torch.no_grad()
     def observe_residual(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
-        acts = self.captures["hook_acts"].require()  # [n, d_sae]
-        positive = torch.where(acts > 0, acts, torch.full_like(acts, float("inf")))
-        thresholds = positive.min(dim=-1).values  # [n]
-        thresholds = torch.where(thresholds.isinf(), torch.zeros_like(thresholds), thresholds)
         residuals = x - x_hat  # [n, d_in]
+        thresholds = torch.zeros(x.shape[0], device=x.device)  # [n]
+        if self.keep_thresholds:
+            acts = self.captures["hook_acts"].require()  # [n, d_sae]
+            positive = torch.where(acts > 0, acts, torch.full_like(acts, float("inf")))
+            thresholds = positive.min(dim=-1).values  # [n]
+            thresholds = torch.where(thresholds.isinf(), torch.zeros_like(thresholds), thresholds)
 
         keep = min(x.shape[0], self.capacity)  # a batch larger than the buffer keeps its tail
         rows = (self.position + torch.arange(keep, device=self.inputs.device)) % self.capacity

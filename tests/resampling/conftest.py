@@ -31,11 +31,13 @@ def make_trainer() -> Callable[..., Trainer]:
     """
 
     def make(architecture: str = "relu", **remedy_settings: object) -> Trainer:
-        k = 3 if architecture == "topk" else None
+        k = 3 if architecture in ("topk", "batchtopk") else None
         sae = new_sae(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=architecture, k=k), seed=0)
-        with torch.no_grad():
-            sae.b_enc.fill_(5.0)
-            sae.b_enc[list(DEAD)] = -100.0
+        bias = getattr(sae, "b_enc", None)  # a gated SAE has none
+        if bias is not None:
+            with torch.no_grad():
+                bias.fill_(5.0)
+                bias[list(DEAD)] = -100.0
         cfg = TrainingConfig(
             total_tokens=100 * BATCH,
             batch_size=BATCH,

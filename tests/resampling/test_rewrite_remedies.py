@@ -267,6 +267,12 @@ def test_draw_proportional_skips_zero_weights() -> None:
     assert sorted(uniform.tolist()) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("remedy", ["anthropic", "ghost_grads", "bias_boost"])
+def test_remedy_rejects_gated_sae(remedy: str, make_trainer: Callable[..., Trainer]) -> None:
+    with pytest.raises(ValueError, match="needs a parameter b_enc"):
+        make_trainer("gated", remedy=remedy)
+
+
 def test_remedy_rejects_sae_without_b_enc() -> None:
     sae = SparseAutoencoder(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="relu", k=None))
     del sae.b_enc
@@ -277,7 +283,7 @@ def test_remedy_rejects_sae_without_b_enc() -> None:
 @pytest.mark.parametrize(
     "remedy", ["anthropic", "ghost_grads", "auxk", "reinit", "residual_svd", "bias_boost"]
 )
-@pytest.mark.parametrize("architecture", ["relu", "topk"])
+@pytest.mark.parametrize("architecture", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_every_remedy_trains_and_logs(
     remedy: str, architecture: str, make_trainer: Callable[..., Trainer]
 ) -> None:
