@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from saehooks.evaluation.evaluate import EvalResult, evaluate_sae, format_table, write_metrics
 from saehooks.hosts import TransformerLensHost
@@ -18,34 +16,13 @@ from saehooks.sae import SAEConfig, SparseAutoencoder
 HOOK = "blocks.1.hook_resid_post"
 VOCAB = ["<unk>", "<bos>", "<eos>"] + [f"t{i}" for i in range(45)]
 BOS = 1
-D_MODEL = 16
+D_MODEL = 32
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> TransformerLensHost:
-    """A seeded 3-layer Llama (d_model 16, vocab 48) saved with a word-level tokenizer."""
-    folder = tmp_path_factory.mktemp("eval-llama")
-    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(VOCAB)}, "<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
-    )
-    config = LlamaConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=D_MODEL,
-        intermediate_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=32,
-        bos_token_id=BOS,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(4321)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return TransformerLensHost.load(str(folder))
+def host(tiny_host: TransformerLensHost) -> TransformerLensHost:
+    """The shared tiny Llama host (d_model 32); token ids here stay below its vocabulary of 64."""
+    return tiny_host
 
 
 def token_batches() -> list[torch.Tensor]:
