@@ -353,3 +353,39 @@ def test_hub_cache_is_read_offline(
         load_hub("org/saes", "layers.4", format="sparsify")
     with pytest.raises(FileNotFoundError, match="offline mode is on"):
         load_hub("org/other", "layers.3", format="sparsify")
+
+
+def test_flat_jumprelu_with_log_threshold(tmp_path: Path, weights: dict) -> None:
+    log_threshold = torch.linspace(-2.0, 1.8, D_SAE)  # thresholds 0.14 .. 6.0 around b_enc ~ 5.5
+    folder = write_saelens_flat(tmp_path / "jump", {**weights, "log_threshold": log_threshold})
+    cfg = json.loads((folder / "cfg.json").read_text())
+    write_json(
+        folder / "cfg.json", {**cfg, "architecture": "jumprelu", "activation_fn_str": "relu"}
+    )
+    sae = load_saelens(folder)
+    assert sae.cfg.architecture == "jumprelu"
+    torch.testing.assert_close(sae.threshold, log_threshold.exp())
+
+    x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(6))
+    pre_acts = (x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]  # [n, d_sae]
+    acts = pre_acts * (pre_acts > log_threshold.exp())
+    assert 0 < int((acts > 0).sum()) < acts.numel()
+    torch.testing.assert_close(sae(x), acts @ weights["W_dec"] + weights["b_dec"])
+
+
+def test_gated_saelens_folder_loads(tmp_path: Path, weights: dict) -> None:
+    gated = {name: weights[name] for name in ("W_enc", "W_dec", "b_dec")}
+    b_gate = torch.linspace(-0.3, 0.3, D_SAE)
+    r_mag = torch.linspace(-0.5, 0.5, D_SAE)
+    b_mag = weights["b_enc"] - 5.5
+    gated |= {"b_gate": b_gate, "r_mag": r_mag, "b_mag": b_mag}
+    folder = write_saelens_v6(tmp_path / "gated", gated)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    del cfg["k"]
+    write_json(folder / "cfg.json", {**cfg, "architecture": "gated"})
+    sae = load_saelens(folder)
+    x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(8))
+    projection = (x - weights["b_dec"]) @ weights["W_enc"]  # [n, d_sae]
+    acts = (projection + b_gate > 0) * torch.relu(projection * r_mag.exp() + b_mag)
+    assert 0 < int((acts > 0).sum()) < acts.numel()
+    torch.testing.assert_close(sae(x), acts @ weights["W_dec"] + weights["b_dec"])
