@@ -1,4 +1,4 @@
-"""The ``saehooks`` command: ``train`` an SAE on live activations and ``eval`` a saved one."""
+"""The ``saehooks`` command: ``train`` an SAE, ``eval`` a saved one, list ``pretrained`` ones."""
 
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"held-out tokens to evaluate on (default: {DEFAULT_EVAL_TOKENS})",
     )
     evaluate.add_argument("--corpus", default=None, help="override the corpus stored with the SAE")
+
+    pretrained = commands.add_parser("pretrained", help="the registry of pretrained dictionaries")
+    pretrained_commands = pretrained.add_subparsers(dest="pretrained_command", required=True)
+    pretrained_commands.add_parser("list", help="print the index of pretrained dictionaries")
     return parser
 
 
@@ -118,6 +122,15 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pretrained(args: argparse.Namespace) -> int:
+    from saehooks.pretrained import format_index, index_path, read_index
+
+    path = index_path()
+    print(format_index(read_index(path)))
+    print(f"index: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args)
+        if args.command == "pretrained":
+            return run_pretrained(args)
         return run_eval(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
