@@ -7,10 +7,10 @@
 | ``sparsify`` | ``cfg.json`` + ``sae.safetensors`` | ``io.sparsify`` |
 | ``dictionary_learning`` | ``config.json`` + ``ae.pt`` | ``io.dictionary_learning`` |
 
-``format="auto"`` tells them apart by their files. A folder with ``sae_weights.safetensors`` goes
-to the native reader when its ``cfg.json`` has only the keys saehooks writes and its metadata
-names no ``sae_lens_version``, else to the SAELens reader, which accepts every SAELens config
-version.
+``format="auto"`` detects the layout from the files present. A folder with
+``sae_weights.safetensors`` goes to the native reader when its ``cfg.json`` has only the keys
+saehooks writes and its metadata names no ``sae_lens_version``. Any other such folder goes to
+the SAELens reader, which accepts every SAELens config version.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``huggingface_hub`` downloads into its cache (``models--ORG--NAME/snapshots/REVISION/...``, with
 ``refs/main`` naming the revision) and returns paths inside it. Offline, set by
-``HF_HUB_OFFLINE=1`` or by ``offline=True``, the same call reads the cache only and raises when a
-file was never downloaded; that error names the file, the repository and the cache folder.
+``HF_HUB_OFFLINE=1`` or by ``offline=True``, the same call reads the cache only. It raises when a
+file was never downloaded, with an error that names the file, the repository and the cache folder.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TRUE_VALUES = ("1", "on", "yes", "true")
 
 
 def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set, read when called so that it can change at run time."""
+    """Read ``HF_HUB_OFFLINE`` at call time, so that setting it later still takes effect."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_VALUES
 
 

@@ -1,7 +1,7 @@
 """Read EleutherAI sparsify folders: ``cfg.json`` and ``sae.safetensors``.
 
-Checked against sparsify's ``SparseCoder.save_to_disk`` and ``SparseCoderConfig``: ``cfg.json``
-contains the coder config plus ``d_in``; the weights are ``encoder.weight`` ``[d_sae, d_in]`` (an
+Checked against sparsify's ``SparseCoder.save_to_disk`` and ``SparseCoderConfig``. ``cfg.json``
+contains the coder config plus ``d_in``. The weights are ``encoder.weight`` ``[d_sae, d_in]`` (an
 ``nn.Linear``), ``encoder.bias`` ``[d_sae]``, ``W_dec`` ``[d_sae, d_in]`` and ``b_dec``
 ``[d_in]``. ``W_dec`` already has saehooks's layout and is copied as it is; only the encoder is
 transposed. sparsify subtracts ``b_dec`` before encoding and keeps the k largest of the ReLU'd
