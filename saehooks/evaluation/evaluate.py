@@ -8,9 +8,13 @@ Each batch of contexts runs through the host three times:
 
 Position 0 of every context is BOS. Its activation is several times the norm of the others (5.3
 times at ``blocks.6.hook_resid_post`` of SmolLM2-135M-Instruct on a 41-token English sentence), so
-the splices leave it at its clean value and every per-token metric leaves it out. FVU, L0 and dead
-latents use positions ``1 .. T-1``, and CE and KL use the predictions made at positions
-``1 .. T-2``.
+the splices leave it at its clean value. Every per-token metric counts real tokens only: BOS,
+padding ids and positions where an attention mask is 0 are left out (``real_token_mask``). FVU,
+L0, dead and dense latents use the real positions, and CE and KL use the predictions made at a
+real position for a real next token (``next_token_mask``).
+
+NOTE: the hosts run without an attention mask, so padding must come after the text (right
+padding). Causal attention then keeps it from changing the real tokens' activations.
 """
 
 from __future__ import annotations
@@ -23,17 +27,20 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from saehooks.evaluation.metrics import (
+    DENSE_THRESHOLD,
     FVUAccumulator,
     MeanAccumulator,
     SparsityAccumulator,
     ce_loss_recovered,
     next_token_cross_entropy,
     next_token_kl_divergence,
+    next_token_mask,
+    real_token_mask,
 )
 from saehooks.hosts.base import Host, Replacement
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
@@ -61,8 +68,12 @@ class EvalResult:
     """Mean KL(clean ‖ spliced) of the next-token distributions, in nats."""
     dead_fraction: float
     """Fraction of latents that never fired on any evaluated token."""
+    dense_fraction: float
+    """Fraction of latents that fired on more than ``dense_threshold`` of the evaluated tokens."""
+    dense_threshold: float
+    """The firing frequency above which a latent counts as dense (0.1 unless set)."""
     n_tokens: int
-    """Number of non-BOS positions evaluated. CE and KL average over one fewer per context."""
+    """Number of real (not BOS, not padding) positions evaluated."""
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -71,7 +82,8 @@ class EvalResult:
 class _Accumulators:
     """Every running sum that one evaluation needs."""
 
-    def __init__(self, d_sae: int) -> None:
+    def __init__(self, d_sae: int, dense_threshold: float) -> None:
+        self.dense_threshold = dense_threshold
         self.fvu = FVUAccumulator()
         self.sparsity = SparsityAccumulator(d_sae)
         self.ce_clean = MeanAccumulator()
@@ -94,41 +106,108 @@ class _Accumulators:
             ce_loss_recovered=ce_loss_recovered(ce_clean, ce_spliced, ce_zero),
             kl_div=self.kl.compute(),
             dead_fraction=self.sparsity.dead_fraction(),
+            dense_fraction=self.sparsity.dense_fraction(self.dense_threshold),
+            dense_threshold=self.dense_threshold,
             n_tokens=self.sparsity.n_tokens,
         )
+
+
+class TokenBatch(NamedTuple):
+    """A batch of token ids with the attention mask that marks its padding."""
+
+    tokens: torch.Tensor
+    """Token ids ``[B, T]``, BOS at position 0."""
+    attention_mask: torch.Tensor | None
+    """``[B, T]``, 1 on text and 0 on padding, or None when there is no padding."""
+
+
+class Evaluation(NamedTuple):
+    """The pooled metrics of one evaluation and the distributions behind its pictures."""
+
+    result: EvalResult
+    """The pooled metrics."""
+    feature_density: torch.Tensor
+    """Each latent's firing frequency over the evaluated tokens, ``[d_sae]`` float64."""
+    l0_counts: torch.Tensor
+    """Entry ``i``: evaluated tokens on which exactly ``i`` latents fired, ``[d_sae + 1]``."""
+
+
+def default_special_token_ids(host: Host) -> list[int]:
+    """Return the token ids that evaluation leaves out: BOS, and padding when it is not EOS.
+
+    A tokenizer whose padding id equals EOS (SmolLM2's does) keeps that id, because the token
+    stream puts EOS between documents. Mark such padding with an attention mask instead.
+    """
+    ids = [host.bos_token_id]
+    pad = getattr(host.tokenizer, "pad_token_id", None)
+    eos = getattr(host.tokenizer, "eos_token_id", None)
+    if pad is not None and pad != eos and pad != host.bos_token_id:
+        ids.append(int(pad))
+    return ids
 
 
 @torch.no_grad()
 def evaluate_sae(
     host: Host,
     sae: SparseAutoencoder,
-    token_batches: Iterable[torch.Tensor],
+    token_batches: Iterable[torch.Tensor | TokenBatch],
     hook_name: str,
+    special_token_ids: Iterable[int] | None = None,
+    dense_threshold: float = DENSE_THRESHOLD,
 ) -> EvalResult:
+    """Evaluate ``sae`` spliced into ``host`` at ``hook_name``; see ``run_evaluation``."""
+    evaluation = run_evaluation(
+        host, sae, token_batches, hook_name, special_token_ids, dense_threshold
+    )
+    return evaluation.result
+
+
+@torch.no_grad()
+def run_evaluation(
+    host: Host,
+    sae: SparseAutoencoder,
+    token_batches: Iterable[torch.Tensor | TokenBatch],
+    hook_name: str,
+    special_token_ids: Iterable[int] | None = None,
+    dense_threshold: float = DENSE_THRESHOLD,
+) -> Evaluation:
     """Evaluate ``sae`` spliced into ``host`` at ``hook_name`` on held-out contexts.
 
     Args:
-        host: the model the SAE was trained on (see ``saehooks.hosts``).
+        host: the model the SAE was trained on (see ``saehooks.hosts``), on either backend.
         sae: the SAE, in any dtype and on any device. Activations are moved to the SAE's
             device and dtype, and reconstructions back to the host's.
-        token_batches: ``[B, T]`` token ids with BOS at position 0 and ``T >= 3``. Batches may
-            differ in size. Every metric is pooled over all of them.
+        token_batches: ``[B, T]`` token ids with BOS at position 0 and ``T >= 3``, or
+            ``TokenBatch``es whose attention mask marks right padding. Batches may differ in
+            size. Every metric is pooled over all of them.
         hook_name: the host hook point whose activation the SAE reconstructs.
+        special_token_ids: token ids left out of every per-token metric; None for
+            ``default_special_token_ids(host)``.
+        dense_threshold: the firing frequency above which a latent counts as dense.
 
     Returns:
-        The pooled metrics, described field by field in :class:`EvalResult`.
+        The pooled metrics, described field by field in :class:`EvalResult`, and the
+        distributions that ``saehooks.evaluation.plots`` draws.
 
     Raises:
-        ValueError: ``token_batches`` is empty or a batch is not ``[B, T]`` with ``T >= 3``.
+        ValueError: ``token_batches`` is empty, a batch is not ``[B, T]`` with ``T >= 3``, or
+            ``dense_threshold`` is outside [0, 1).
     """
-    sums = _Accumulators(sae.cfg.d_sae)
+    if not 0.0 <= dense_threshold < 1.0:
+        raise ValueError(f"dense_threshold={dense_threshold} must lie in [0, 1)")
+    special = list(
+        default_special_token_ids(host) if special_token_ids is None else special_token_ids
+    )
+    sums = _Accumulators(sae.cfg.d_sae, dense_threshold)
     n_batches = 0
-    for tokens in token_batches:
+    for batch in token_batches:
+        tokens, attention_mask = batch if isinstance(batch, TokenBatch) else (batch, None)
         if tokens.ndim != 2 or tokens.shape[1] < 3:
             raise ValueError(
                 f"token batches must have shape [B, T] with T >= 3, got {tuple(tokens.shape)}"
             )
-        _evaluate_batch(host, sae, tokens, hook_name, sums)
+        mask = real_token_mask(tokens, special, attention_mask)  # [B, T]
+        _evaluate_batch(host, sae, tokens, mask, hook_name, sums)
         n_batches += 1
         logger.debug("evaluated batch %d (%d tokens so far)", n_batches, sums.sparsity.n_tokens)
     if n_batches == 0:
@@ -145,17 +224,18 @@ def evaluate_sae(
         result.fvu,
         result.ce_loss_recovered,
     )
-    return result
+    return Evaluation(result, sums.sparsity.feature_density(), sums.sparsity.l0_counts.clone())
 
 
 def _evaluate_batch(
     host: Host,
     sae: SparseAutoencoder,
     tokens: torch.Tensor,
+    mask: torch.Tensor,
     hook_name: str,
     sums: _Accumulators,
 ) -> None:
-    """Run the three forward passes for one ``[B, T]`` batch and add them to ``sums``."""
+    """Run the three forward passes for one ``[B, T]`` batch and add its real tokens to ``sums``."""
     captured: list[torch.Tensor] = []
 
     def capture(activation: torch.Tensor) -> torch.Tensor:
@@ -169,23 +249,24 @@ def _evaluate_batch(
             f"the clean pass reached hook {hook_name!r} {len(captured)} times, expected once"
         )
 
-    x = captured[0][:, 1:]  # [B, T-1, d_in], BOS dropped
-    acts = sae.encode(x.to(sae.b_dec.device, sae.cfg.torch_dtype))  # [B, T-1, d_sae]
-    x_hat = sae.decode(acts).to(x.device)  # [B, T-1, d_in]
+    x = captured[0][mask.to(captured[0].device)]  # [n, d_in], real tokens only
+    acts = sae.encode(x.to(sae.b_dec.device, sae.cfg.torch_dtype))  # [n, d_sae]
+    x_hat = sae.decode(acts).to(x.device)  # [n, d_in]
     sums.fvu.update(x, x_hat)
     sums.sparsity.update(acts)
     targets = tokens.to(clean_logits.device)
-    sums.ce_clean.update(next_token_cross_entropy(clean_logits, targets))
+    scored = next_token_mask(mask).to(clean_logits.device)  # [B, T-2]
+    sums.ce_clean.update(next_token_cross_entropy(clean_logits, targets)[scored])
 
     with host.splice({hook_name: _reconstruction(sae)}, skip_bos=True):
         spliced_logits = host.logits(tokens)  # [B, T, vocab]
-    sums.ce_spliced.update(next_token_cross_entropy(spliced_logits, targets))
-    sums.kl.update(next_token_kl_divergence(clean_logits, spliced_logits))
+    sums.ce_spliced.update(next_token_cross_entropy(spliced_logits, targets)[scored])
+    sums.kl.update(next_token_kl_divergence(clean_logits, spliced_logits)[scored])
     del clean_logits, spliced_logits
 
     with host.splice({hook_name: torch.zeros_like}, skip_bos=True):
         zero_logits = host.logits(tokens)  # [B, T, vocab]
-    sums.ce_zero.update(next_token_cross_entropy(zero_logits, targets))
+    sums.ce_zero.update(next_token_cross_entropy(zero_logits, targets)[scored])
 
 
 def _reconstruction(sae: SparseAutoencoder) -> Replacement:
@@ -234,6 +315,7 @@ TABLE_ROWS = (
     ("ce_loss_recovered", "CE loss recovered", "{:.4f}"),
     ("kl_div", "KL divergence", "{:.4f}"),
     ("dead_fraction", "dead fraction", "{:.2%}"),
+    ("dense_fraction", "dense fraction", "{:.2%}"),
     ("n_tokens", "tokens", "{:,}"),
 )
 

@@ -1,4 +1,4 @@
-"""Streaming, pooled evaluation metrics: FVU, next-token CE and KL, L0 and dead latents.
+"""Streaming, pooled evaluation metrics: FVU, next-token CE and KL, L0, dead and dense latents.
 
 Every accumulator keeps float64 sums over all tokens seen so far and divides once at the end,
 so a metric over several batches equals the metric over their concatenation. Averaging per-batch
@@ -6,18 +6,24 @@ ratios would weight a small batch as much as a large one and is never done here.
 
 The per-token functions take logits ``[B, T, vocab]`` of contexts whose position 0 is BOS and
 score the predictions made at positions ``1 .. T-2`` against the tokens at ``2 .. T-1``: the
-prediction made at the BOS position is left out.
+prediction made at the BOS position is left out. ``real_token_mask`` marks the positions that
+hold text rather than BOS or padding, and ``next_token_mask`` aligns that mask with those
+predictions.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
+
+DENSE_THRESHOLD = 0.1
+"""A latent is dense when it fires on more than this fraction of the evaluated tokens."""
 
 # Positions per chunk when scoring logits: 256 x 49,152 float32 logits are about 50 MB, so
 # log-softmax never copies a whole [B, T, vocab] tensor at once.
@@ -81,33 +87,91 @@ class MeanAccumulator:
 
 
 class SparsityAccumulator:
-    """L0 (mean non-zero latents per token) and the fraction of latents that never fired."""
+    """Per-latent firing counts and per-token L0 counts, pooled over every token seen.
+
+    From them: L0 (mean non-zero latents per token), the fraction of latents that never fired,
+    the fraction that fired on more than a threshold of the tokens, each latent's firing
+    frequency and the histogram of L0 over tokens.
+    """
 
     def __init__(self, d_sae: int) -> None:
         self.d_sae = d_sae
-        self.nonzero_count = 0
         self.n_tokens = 0
-        self.ever_fired = torch.zeros(d_sae, dtype=torch.bool)
+        self.fire_counts = torch.zeros(d_sae, dtype=torch.int64)
+        """Tokens on which each latent was non-zero, ``[d_sae]``."""
+        self.l0_counts = torch.zeros(d_sae + 1, dtype=torch.int64)
+        """Entry ``i``: tokens on which exactly ``i`` latents were non-zero, ``[d_sae + 1]``."""
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor) -> None:
-        """Add latent activations ``acts`` of shape ``[..., d_sae]``."""
+        """Add latent activations ``acts`` of shape ``[..., d_sae]``, one row per real token."""
         if acts.shape[-1] != self.d_sae:
             raise ValueError(f"acts have {acts.shape[-1]} latents, expected d_sae={self.d_sae}")
         fired = acts.reshape(-1, self.d_sae) != 0  # [n, d_sae]
-        self.nonzero_count += int(fired.sum().item())
         self.n_tokens += fired.shape[0]
-        self.ever_fired |= fired.any(dim=0).cpu()
+        self.fire_counts += fired.sum(dim=0).cpu()
+        per_token = fired.sum(dim=1).cpu()  # [n]
+        self.l0_counts += torch.bincount(per_token, minlength=self.d_sae + 1)
+
+    @property
+    def ever_fired(self) -> torch.Tensor:
+        """Whether each latent fired on any token, ``[d_sae]`` bool."""
+        return self.fire_counts > 0
 
     def l0(self) -> float:
         """Return the mean number of non-zero latents per token, or NaN before any update."""
-        return self.nonzero_count / self.n_tokens if self.n_tokens else math.nan
+        if not self.n_tokens:
+            return math.nan
+        return int(self.fire_counts.sum().item()) / self.n_tokens
 
     def dead_fraction(self) -> float:
         """Return the fraction of latents that never fired, or NaN before any update."""
         if not self.n_tokens:
             return math.nan
         return 1.0 - self.ever_fired.double().mean().item()
+
+    def dense_fraction(self, threshold: float = DENSE_THRESHOLD) -> float:
+        """Return the fraction of latents firing on more than ``threshold`` of the tokens."""
+        if not self.n_tokens:
+            return math.nan
+        return (self.feature_density() > threshold).double().mean().item()
+
+    def feature_density(self) -> torch.Tensor:
+        """Return each latent's firing frequency over the tokens seen, ``[d_sae]`` float64."""
+        return self.fire_counts.double() / max(self.n_tokens, 1)
+
+
+def real_token_mask(
+    tokens: torch.Tensor,
+    special_token_ids: Iterable[int],
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mark the positions of ``tokens`` ``[B, T]`` that hold text: ``[B, T]`` bool.
+
+    A position is left out when its token is one of ``special_token_ids`` (BOS, a padding id)
+    or when ``attention_mask`` ``[B, T]`` is 0 there.
+    """
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    for token_id in special_token_ids:
+        mask &= tokens != token_id
+    if attention_mask is not None:
+        if attention_mask.shape != tokens.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected the tokens' "
+                f"shape {tuple(tokens.shape)}"
+            )
+        mask &= attention_mask.to(tokens.device).bool()
+    return mask
+
+
+def next_token_mask(token_mask: torch.Tensor) -> torch.Tensor:
+    """Align a ``[B, T]`` real-token mask with the ``[B, T-2]`` next-token scores.
+
+    Entry ``[b, i]`` of a score is the prediction made at position ``i + 1`` for the token at
+    ``i + 2``, so it counts only when both positions hold real tokens: a prediction made at BOS
+    or padding, or one whose target is padding, is left out.
+    """
+    return token_mask[:, 1:-1] & token_mask[:, 2:]  # [B, T-2]
 
 
 def ce_loss_recovered(ce_loss_clean: float, ce_loss_spliced: float, ce_loss_zero: float) -> float:

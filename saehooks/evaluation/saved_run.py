@@ -11,8 +11,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from saehooks.data import TokenStream, load_corpus
-from saehooks.evaluation.evaluate import EvalResult, evaluate_sae, write_metrics
-from saehooks.hosts import Host, load_host
+from saehooks.evaluation.evaluate import EvalResult, run_evaluation, write_metrics
+from saehooks.evaluation.plots import write_report
+from saehooks.hosts import Backend, Host, load_host
 from saehooks.io import load_sae
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def evaluate_saved(
     host: Host | None = None,
     corpus: str | None = None,
     progress: bool = True,
+    backend: Backend = "transformer_lens",
+    report: bool = True,
 ) -> tuple[EvalResult, Path]:
     """Evaluate the SAE at ``path`` and write ``metrics.json`` beside it.
 
@@ -48,14 +51,17 @@ def evaluate_saved(
     (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. At most
     ``eval_tokens`` held-out tokens are used, in whole contexts. Returns the result and the path
     of the metrics file, which goes into the run folder when ``path`` is one. ``progress`` shows
-    a progress bar over the batches on stderr.
+    a progress bar over the batches on stderr. ``backend`` chooses the host library when
+    ``host`` is None. ``report`` also writes ``report.md`` and, with matplotlib installed, the
+    feature-density and L0 histograms beside the metrics file.
     """
     if eval_tokens < 1:
         raise ValueError(f"eval_tokens={eval_tokens} must be positive")
     sae_dir = find_sae_folder(path)
     sae = load_sae(sae_dir)
     metadata = _read_metadata(sae_dir)
-    host = host if host is not None else load_host(metadata.get("model_name") or "smollm2")
+    if host is None:
+        host = load_host(metadata.get("model_name") or "smollm2", backend=backend)
     hook_name = host.resolve_hook(sae.cfg.hook_name or metadata["hook_name"])
     context_size = int(metadata.get("context_size", 128))
     stream = TokenStream(
@@ -68,12 +74,15 @@ def evaluate_saved(
     n_batches = max(1, eval_tokens // (context_size * batch_size))
     batches = itertools.islice(stream.batches("eval", batch_size), n_batches)
     batches = tqdm(batches, total=n_batches, desc="evaluating", unit="batch", disable=not progress)
-    result = evaluate_sae(host, sae, batches, hook_name)
+    evaluation = run_evaluation(host, sae, batches, hook_name)
 
     run_dir = sae_dir.parent if sae_dir.name == SAE_SUBFOLDER else sae_dir
-    metrics_path = write_metrics(result, run_dir / METRICS_FILENAME)
+    metrics_path = write_metrics(evaluation.result, run_dir / METRICS_FILENAME)
     logger.info("wrote %s", metrics_path)
-    return result, metrics_path
+    if report:
+        files = write_report(evaluation, run_dir, f"{sae.cfg.architecture} SAE at {hook_name}")
+        logger.info("wrote %s", ", ".join(str(p) for p in [files.report, *files.pictures]))
+    return evaluation.result, metrics_path
 
 
 def _read_metadata(sae_dir: Path) -> dict[str, Any]:

@@ -10,13 +10,25 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 Replacement = Callable[[Tensor], Tensor]
 """Maps an activation ``[B, T, d]`` to its replacement of the same shape."""
+
+HookFunction = Callable[[Tensor], "Tensor | None"]
+"""Sees an activation and returns its replacement, or None to leave it unchanged."""
+
+
+class CacheRun(NamedTuple):
+    """The output of one forward pass that also cached activations."""
+
+    logits: Tensor
+    """Logits ``[B, T, vocab]``."""
+    cache: dict[str, Tensor]
+    """Activation at each requested hook name, ``[B, T, ...]``, detached."""
 
 
 @runtime_checkable
@@ -78,6 +90,38 @@ class Host(Protocol):
         """
         ...
 
+    def splice_saes(
+        self,
+        saes: Mapping[str, Any] | Sequence[Any],
+        use_error_term: bool = False,
+        skip_bos: bool = True,
+    ) -> AbstractContextManager[Host]:
+        """Splice SAEs in at their hooks for every forward pass inside the context.
+
+        ``saes`` maps hook names to SAEs, or lists SAEs that name their hook in
+        ``cfg.hook_name``. Inside the context, the SAEs' own hook points are hook names of this
+        host too, ``<hook>.hook_sae_<point>`` (see ``saehooks.hosts.sae_splice``), which
+        ``run_with_cache`` and ``run_with_hooks`` accept. With ``use_error_term`` the host sees
+        the original activation plus the effect of latent edits.
+        """
+        ...
+
+    def run_with_cache(self, tokens: Tensor, hook_names: Sequence[str]) -> CacheRun:
+        """Run a full forward pass without gradients, caching the activations at the hooks.
+
+        Spliced SAEs' hook points may be among ``hook_names``, and they are cached in the same
+        forward pass as the host's own activations.
+        """
+        ...
+
+    def run_with_hooks(self, tokens: Tensor, hooks: Sequence[tuple[str, HookFunction]]) -> Tensor:
+        """Return the logits ``[B, T, vocab]`` of a forward pass with ``hooks`` applied.
+
+        Each hook sees the activation at its name, a host hook or a spliced SAE's hook point,
+        and may return a replacement. Every hook is removed when the call returns or raises.
+        """
+        ...
+
 
 def unknown_hook_error(name: str, valid_names: Sequence[str], model_name: str) -> ValueError:
     """Build the error for a hook name that ``valid_names`` lacks, with the closest matches."""
@@ -133,7 +177,9 @@ def splice_positions(clean: Tensor, replaced: Tensor, skip_bos: bool) -> Tensor:
 
 
 __all__ = [
+    "CacheRun",
     "Host",
+    "HookFunction",
     "Replacement",
     "check_tokens",
     "splice_positions",

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge import TransformerBridge
 
 from saehooks.hosts.base import (
+    CacheRun,
+    HookFunction,
     Replacement,
     check_tokens,
     splice_positions,
     unknown_hook_error,
 )
 from saehooks.hosts.loading import DEFAULT_MODEL, load_hf_model, model_label
+from saehooks.hosts.sae_splice import SAESplice, saes_by_hook
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class TransformerLensHost:
         self.d_model = int(self.bridge.cfg.d_model)
         self.n_layers = int(self.bridge.cfg.n_layers)
         self._hook_points = self._usable_hook_points()
+        # Hook points of spliced SAEs, by host name, while a splice_saes context is open.
+        self._sae_points: dict[str, HookPoint] = {}
 
     @classmethod
     def load(
@@ -111,6 +116,13 @@ class TransformerLensHost:
         if name in self._hook_points:
             return name
         raise unknown_hook_error(name, list(self._hook_points), self.model_name)
+
+    def _resolve_any_hook(self, name: str) -> str:
+        """Resolve a host hook or a hook point of a spliced SAE."""
+        if name in self._hook_points or name in self._sae_points:
+            return name
+        valid = [*self._hook_points, *self._sae_points]
+        raise unknown_hook_error(name, valid, self.model_name)
 
     def _stop_layer(self, names: Sequence[str]) -> int | None:
         """Return the block index at which a harvest of ``names`` can stop, or None for none."""
@@ -197,6 +209,66 @@ class TransformerLensHost:
         with self.bridge.hooks(fwd_hooks=hooks):
             yield self
 
+    @contextmanager
+    def splice_saes(
+        self,
+        saes: Mapping[str, nn.Module] | Sequence[nn.Module],
+        use_error_term: bool = False,
+        skip_bos: bool = True,
+    ) -> Iterator[TransformerLensHost]:
+        """Splice SAEs in at their hooks inside the context (see ``Host.splice_saes``).
+
+        The SAEs' hook points become TransformerLens hook points of the bridge, named
+        ``<hook>.hook_sae_<point>``: ``bridge.run_with_cache``, ``bridge.run_with_hooks`` and
+        ``bridge.hooks`` accept those names while the context is open.
+        """
+        with ExitStack() as stack:
+            replacements: dict[str, Replacement] = {}
+            for name, sae in saes_by_hook(saes).items():
+                self.resolve_hook(name)
+                splice = stack.enter_context(SAESplice(sae, use_error_term))
+                points = {f"{name}.{point}": HookPoint() for point in splice.hook_points()}
+                for full_name, point in points.items():
+                    if full_name in self._sae_points:
+                        raise ValueError(f"an SAE is already spliced at {name!r}")
+                    stack.callback(self._unregister_sae_point, full_name)
+                    self._register_sae_point(full_name, point)
+                splice.relay_to(_RelayToPoints(name, points))
+                replacements[name] = splice
+            stack.enter_context(self.splice(replacements, skip_bos=skip_bos))
+            yield self
+
+    def _register_sae_point(self, name: str, point: HookPoint) -> None:
+        point.name = name
+        self._sae_points[name] = point
+        self.bridge._hook_registry[name] = point
+
+    def _unregister_sae_point(self, name: str) -> None:
+        self._sae_points.pop(name, None)
+        self.bridge._hook_registry.pop(name, None)
+
+    def run_with_cache(self, tokens: Tensor, hook_names: Sequence[str]) -> CacheRun:
+        """Cache host and spliced-SAE activations in one forward pass (see ``Host``)."""
+        names = list(dict.fromkeys(self._resolve_any_hook(name) for name in hook_names))
+        tokens = check_tokens(tokens).to(self.bridge.cfg.device)
+        with torch.no_grad():
+            logits, cache = self.bridge.run_with_cache(
+                tokens, names_filter=names, return_cache_object=False
+            )
+        missing = [name for name in names if cache.get(name) is None]
+        if missing:
+            raise RuntimeError(f"hooks {missing} did not fire in a forward pass")
+        return CacheRun(logits, {name: cache[name] for name in names})
+
+    def run_with_hooks(self, tokens: Tensor, hooks: Sequence[tuple[str, HookFunction]]) -> Tensor:
+        """Return the logits of a forward pass with ``hooks`` applied (see ``Host``)."""
+        bridge_hooks = [
+            (self._resolve_any_hook(name), _adapt_hook(function)) for name, function in hooks
+        ]
+        tokens = check_tokens(tokens).to(self.bridge.cfg.device)
+        with torch.no_grad(), self.bridge.hooks(fwd_hooks=bridge_hooks):
+            return self.bridge(tokens, return_type="logits")  # [B, T, vocab]
+
 
 def _check_tokenizer_reloadable(tokenizer: Any) -> None:
     """Raise a clear error for a tokenizer that ``boot_transformers`` cannot rebuild.
@@ -217,6 +289,26 @@ def _check_tokenizer_reloadable(tokenizer: Any) -> None:
 
 def _no_op_hook(activation: Tensor, *, hook: HookPoint) -> None:
     return None
+
+
+class _RelayToPoints:
+    """Runs a value from an SAE hook point through the bridge hook point of the same name."""
+
+    def __init__(self, hook_name: str, points: dict[str, HookPoint]) -> None:
+        self.hook_name = hook_name
+        self.points = points
+
+    def __call__(self, point_name: str, value: Tensor) -> Tensor:
+        return self.points[f"{self.hook_name}.{point_name}"](value)
+
+
+def _adapt_hook(function: HookFunction) -> Any:
+    """Wrap a ``HookFunction`` as a TransformerLens hook, which also receives ``hook=``."""
+
+    def bridge_hook(activation: Tensor, *, hook: HookPoint) -> Tensor | None:
+        return function(activation)
+
+    return bridge_hook
 
 
 def _positions_on_axis_1(name: str, hook_point: HookPoint) -> bool:

@@ -121,11 +121,13 @@ def slow_reference(host: TransformerLensHost, sae: SparseAutoencoder, batches) -
     total_variance = sum(((x[i] - mean) ** 2).sum().item() for i in range(len(x)))
     nonzero = sum(int((acts[i] != 0).sum()) for i in range(len(acts)))
     dead = sum(int(not (acts[:, j] != 0).any()) for j in range(acts.shape[1]))
+    dense = sum(int((acts[:, j] != 0).double().mean() > 0.1) for j in range(acts.shape[1]))
     ce = {name: total / n_predictions for name, total in ce_sums.items()}
     return {
         "fvu": squared_error / total_variance,
         "l0": nonzero / len(acts),
         "dead_fraction": dead / acts.shape[1],
+        "dense_fraction": dense / acts.shape[1],
         "ce_loss_clean": ce["clean"],
         "ce_loss_spliced": ce["spliced"],
         "ce_loss_zero": ce["zero"],
@@ -152,8 +154,10 @@ def test_evaluate_matches_slow_reference(host: TransformerLensHost) -> None:
     result = evaluate_sae(host, sae, iter(batches), HOOK)
     expected = slow_reference(host, sae, batches)
 
-    for key in ("fvu", "l0", "dead_fraction", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero"):
+    keys = ("fvu", "l0", "dead_fraction", "dense_fraction", "ce_loss_clean", "ce_loss_spliced")
+    for key in (*keys, "ce_loss_zero"):
         assert getattr(result, key) == pytest.approx(expected[key], rel=1e-5), key
+    assert 0.0 < result.dense_fraction < 1.0
     assert result.ce_loss_recovered == pytest.approx(expected["ce_loss_recovered"], rel=1e-4)
     assert result.kl_div == pytest.approx(expected["kl_div"], rel=1e-4, abs=1e-7)
     assert result.n_tokens == expected["n_tokens"] == 3 * 8 + 2 * 5
@@ -221,6 +225,8 @@ RESULT = EvalResult(
     ce_loss_recovered=0.96,
     kl_div=0.15,
     dead_fraction=0.005,
+    dense_fraction=0.0125,
+    dense_threshold=0.1,
     n_tokens=24_000,
 )
 
@@ -238,6 +244,8 @@ def test_write_metrics_keys_and_values(tmp_path: Path) -> None:
         "ce_loss_recovered",
         "kl_div",
         "dead_fraction",
+        "dense_fraction",
+        "dense_threshold",
         "n_tokens",
     ]
     assert values["ce_loss_recovered"] == 0.96
@@ -256,9 +264,10 @@ def test_format_table_lists_every_metric() -> None:
     table = format_table(RESULT)
     lines = table.splitlines()
 
-    assert len(lines) == 9
+    assert len(lines) == 10
     assert lines[0].split() == ["FVU", "0.2500"]
     assert "CE loss recovered" in table
     assert "0.9600" in table
     assert "0.50%" in table
+    assert "1.25%" in table
     assert "24,000" in table
