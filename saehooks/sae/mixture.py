@@ -71,9 +71,9 @@ class MixtureOfExperts(CompositeSAE):
     ``[n_tokens, n_experts]``, passes ``hook_router_probs``, where the load-balancing tracker
     (``saehooks.trackers.LoadBalance``) reads it. Each token goes to the experts with the largest
     probabilities. Expert ``e`` encodes only the tokens routed to it, with ``gate`` set to the
-    router probability renormalised over the selected experts, so the weights of one token sum to
-    1 as in Mixtral (Jiang et al., 2024, "Mixtral of Experts", section 2.1). The router learns
-    from the reconstruction through these weights.
+    router probability renormalised over the selected experts. The weights of one token then sum
+    to 1, as with Mixtral's softmax over the top-k router logits (Jiang et al., 2024, "Mixtral of
+    Experts"). The router learns from the reconstruction through these weights.
 
     NOTE: with ``experts_per_token=1`` every weight is exactly 1, so the router learns from the
     load-balancing loss alone.

@@ -12,9 +12,11 @@ class LoadBalance(PenaltyTracker):
 
     ``f_i`` is the fraction of the routing slots (``experts_per_token`` per token) that went to
     expert ``i``, and ``P_i`` is the mean router probability of expert ``i`` over the tokens
-    (Fedus et al., 2021, "Switch Transformers", section 2.2, equation 4, which routes one expert
-    per token). The loss is 1 when both are uniform. ``f_i`` counts discrete choices and carries
-    no gradient, so the loss lowers the probabilities of the experts that receive the most tokens.
+    (Fedus et al., 2021, "Switch Transformers", equation 4, which routes one expert per token).
+    ``f_i`` counts discrete choices and carries no gradient, so the loss lowers the probabilities
+    of the experts that receive the most tokens. The loss is 1 whenever ``f`` or ``P`` is
+    uniform, so a value near 1 does not by itself show balanced routing: near-uniform
+    probabilities whose top choices agree on every token give it too.
 
     Attach it to an SAE with ``hook_router_probs`` (``MixtureOfExperts``). The slots are the
     ``experts_per_token`` largest probabilities of each token, as the router selects them.
