@@ -48,6 +48,7 @@ def _write_png(figure: object, path: Path) -> Path:
     os.close(file_descriptor)
     try:
         figure.savefig(temporary, format="png", dpi=100)  # type: ignore[attr-defined]  # a Figure
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private to its owner
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -135,6 +136,7 @@ def write_report(evaluation: Evaluation, folder: str | Path, title: str) -> Repo
     try:
         with os.fdopen(file_descriptor, "w", encoding="utf-8") as file:
             file.write(format_report(evaluation, title, pictures))
+        os.chmod(temporary, 0o644)
         os.replace(temporary, report)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -48,7 +48,7 @@ SITE_KINDS = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_pos
 
 
 class _Site(NamedTuple):
-    """Where a hook name's activation lives: block ``layer``, one of ``SITE_KINDS``."""
+    """The location of a hook name's activation: block ``layer``, one of ``SITE_KINDS``."""
 
     layer: int
     kind: str
@@ -301,7 +301,7 @@ class _SpliceFunction:
 
 
 class _Saver:
-    """Stores the value it sees under ``name`` and leaves it unchanged."""
+    """Stores the value it receives under ``name`` and leaves it unchanged."""
 
     def __init__(self, saved: dict[str, Tensor], name: str) -> None:
         self.saved = saved

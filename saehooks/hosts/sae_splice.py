@@ -8,8 +8,9 @@ The relayed values have the activation's leading shape ``[B, T, ...]``, not the 
 ``[n_tokens, ...]``.
 
 With the error term, the SAE gets a ``hook_error`` point for the length of the splice, and the
-host downstream sees ``x + (acts - clean_acts) @ W_dec + (error' - error)``, where ``clean_acts``
-are the latents before any edit and ``error' - error`` is what hooks on ``hook_error`` changed.
+host downstream receives ``x + (acts - clean_acts) @ W_dec + (error' - error)``. Here
+``clean_acts`` are the latents before any edit, and ``error' - error`` is what hooks on
+``hook_error`` changed.
 Without edits or hooks that is ``x`` itself, bit for bit, and editing latent ``j`` by ``δ`` moves
 it by ``δ · W_dec[j]``. Every SAE here decodes linearly (``acts @ W_dec + b_dec``), which this
 relies on.
@@ -78,7 +79,7 @@ class SAESplice:
         sae: any module with the SAE contract (``encode``, ``decode``, ``W_dec``, ``b_dec``,
             ``hook_acts``).
         use_error_term: add the SAE's reconstruction error back (see the module doc), so that
-            only latent edits change what the host sees downstream.
+            only latent edits change the activation downstream.
     """
 
     def __init__(self, sae: nn.Module, use_error_term: bool = False) -> None:

@@ -40,3 +40,37 @@ def test_train_and_inspect_short(tmp_path: Path) -> None:
     assert len(latent_headers) == 3
     # three contexts per latent, each with the activating token marked
     assert out.count("[[") == 9
+
+
+@pytest.mark.smollm2
+def test_steering_short(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tutorials" / "steering.py"),
+            "--short",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+
+    assert re.search(r"^SAE from \S+: \d+ latents at blocks.6.hook_resid_post", out, re.MULTILINE)
+    assert len(re.findall(r"^latent \d+: fires on", out, flags=re.MULTILINE)) == 3
+    spliced = re.search(r"^SAE spliced, no edit\s+([\d.]+)\s+([\d.]+)$", out, re.MULTILINE)
+    ablated = re.search(r"^concept latents ablated\s+([\d.]+)\s+([\d.]+)$", out, re.MULTILINE)
+    assert spliced and ablated
+    # Ablating the concept latents costs more at the word than elsewhere.
+    rise_at_word = float(ablated[1]) - float(spliced[1])
+    rise_elsewhere = float(ablated[2]) - float(spliced[2])
+    assert rise_at_word > rise_elsewhere
+    plain = re.search(r"^plain:\s+(.*)$", out, re.MULTILINE)
+    steered = re.search(r"^steered:\s+(.*) \(latents", out, re.MULTILINE)
+    assert plain and steered
+    assert plain[1] != steered[1]
