@@ -1,4 +1,4 @@
-"""Tabulate the dead-latent runs that ``bench/dead_latents.sh`` leaves in a folder.
+"""Tabulate the dead-latent runs that ``bench/dead_latents.py`` leaves in a folder.
 
     .venv/bin/python bench/dead_latents_table.py runs/dead [--out bench/results/dead_latents.json]
 
@@ -62,16 +62,21 @@ def markdown(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
+def write_rows(rows: list[dict[str, float | str]], path: Path) -> None:
+    """Write the rows as JSON through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder holding one run folder per remedy")
     parser.add_argument("--out", type=Path, default=Path("bench/results/dead_latents.json"))
     args = parser.parse_args()
     rows = collect(args.folder)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_name(f".{args.out.name}.tmp")
-    temporary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, args.out)
+    write_rows(rows, args.out)
     print(markdown(rows))
 
 

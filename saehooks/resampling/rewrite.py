@@ -70,8 +70,9 @@ class ScheduledRewrite:
             latents = self._choose(dead & ~recent)
             if latents.numel() > 0:
                 edited = self.edit(trainer, latents, dead)
+            if edited > 0:
                 self.log.record_edit(latents[:edited], trainer.tokens_seen)
-                if edited and self.rewarms_lr and self.cfg.resample_rewarm_steps > 0:
+                if self.rewarms_lr and self.cfg.resample_rewarm_steps > 0:
                     trainer.rewarm_lr(self.cfg.resample_rewarm_steps)
                 logger.info(
                     "step %d: %s edited %d of %d dead latents",
