@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_EVAL_TOKENS})",
     )
     train.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in the --out folder"
+    )
     add_backend_argument(train)
     add_architecture_arguments(train)
     train.add_argument(
@@ -108,13 +112,16 @@ def run_train(args: argparse.Namespace) -> int:
         host=host,
         progress=not args.quiet,
         remedy_cfg=remedy_cfg,
+        overwrite=args.overwrite,
     )
     state = "interrupted" if outcome.result.interrupted else "finished"
     print(
         f"training {state}: {outcome.result.steps} steps, {outcome.result.tokens:,} tokens in "
         f"{outcome.result.seconds:.0f} s; SAE saved to {outcome.sae_dir}"
     )
-    if args.eval_tokens > 0:
+    if outcome.result.interrupted:
+        print(f"evaluation skipped; run 'saehooks eval {outcome.run_dir}' to evaluate")
+    elif args.eval_tokens > 0:
         result, metrics_path = evaluate_saved(
             outcome.run_dir, args.eval_tokens, host=host, progress=not args.quiet
         )
@@ -144,8 +151,14 @@ def run_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Schedulers stop jobs with SIGTERM; treat it like Ctrl-C so training saves what it learned.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrained":
             return run_pretrained(args)
         return run_eval(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

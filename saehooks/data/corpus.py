@@ -87,18 +87,19 @@ def _read_wiki_summaries(path: Path) -> Iterator[str]:
 
 
 def text_files_corpus(path: str | Path) -> Corpus:
-    """Return one document per text file: ``path`` itself, or every .txt and .md file under it.
+    """Return the documents of a text file or of a folder of .txt and .md files.
 
-    A folder is searched recursively and its files are read in sorted order of their paths
-    relative to the folder.
+    A single file is split into documents at blank lines, so that one long file still yields a
+    held-out split. A folder is searched recursively; each of its files is one document, read in
+    sorted order of the paths relative to the folder.
 
     Raises:
         FileNotFoundError: ``path`` does not exist, or a folder contains no .txt or .md file.
     """
     root = Path(path)
     if root.is_file():
-        files = [root]
-    elif root.is_dir():
+        return Corpus(f"file:{root}", lambda: _read_paragraphs(root))
+    if root.is_dir():
         files = sorted(
             (p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES),
             key=lambda p: p.relative_to(root).as_posix(),
@@ -111,6 +112,20 @@ def text_files_corpus(path: str | Path) -> Corpus:
         raise FileNotFoundError(f"text corpus path {root} does not exist")
     logger.debug("text corpus %s: %d files", root, len(files))
     return Corpus(f"files:{root}", lambda: (f.read_text(encoding="utf-8") for f in files))
+
+
+def _read_paragraphs(file: Path) -> Iterator[str]:
+    """Yield the blank-line-separated paragraphs of ``file`` that contain text."""
+    paragraph: list[str] = []
+    with file.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                paragraph.append(line)
+            elif paragraph:
+                yield "".join(paragraph)
+                paragraph = []
+    if paragraph:
+        yield "".join(paragraph)
 
 
 def jsonl_corpus(path: str | Path, text_field: str = "text") -> Corpus:

@@ -299,6 +299,7 @@ def write_metrics(result: EvalResult, path: str | Path) -> Path:
         with os.fdopen(file_descriptor, "w") as file:
             json.dump(values, file, indent=2)
             file.write("\n")
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private to its owner
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

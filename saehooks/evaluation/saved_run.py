@@ -61,11 +61,14 @@ def evaluate_saved(
     sae = load_sae(sae_dir)
     metadata = _read_metadata(sae_dir)
     if host is None:
-        host = load_host(metadata.get("model_name") or "smollm2", backend=backend)
+        # "host_model" is the model as the user named it (for example "smollm2", the embedded
+        # GGUF conversion); "model_name" may be a hub name that loads other weights when online.
+        model = metadata.get("host_model") or metadata.get("model_name") or "smollm2"
+        host = load_host(model, backend=backend)
     hook_name = host.resolve_hook(sae.cfg.hook_name or metadata["hook_name"])
     context_size = int(metadata.get("context_size", 128))
     stream = TokenStream(
-        load_corpus(corpus or metadata.get("corpus", "wiki")),
+        load_corpus(corpus or metadata.get("corpus", "wiki"), metadata.get("text_field", "text")),
         host.tokenizer,
         context_size=context_size,
         bos_token_id=host.bos_token_id,

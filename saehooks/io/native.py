@@ -173,6 +173,7 @@ def save_sae(
 
     with _temporary_folder(target) as staging:
         save_file(tensors, str(staging / WEIGHTS_FILENAME), metadata={"format": "pt"})
+        (staging / WEIGHTS_FILENAME).chmod(0o644)
         with open(staging / CFG_FILENAME, "w") as cfg_file:
             json.dump(cfg_values, cfg_file, indent=2)
         _move_into_place(staging, target)
@@ -209,6 +210,7 @@ def _check_replaceable(target: Path) -> None:
 def _temporary_folder(target: Path) -> Iterator[Path]:
     """Create an empty folder beside ``target`` and remove it on exit unless it was renamed."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes the folder private; a saved SAE is meant to be shared
     try:
         yield staging
     finally:

@@ -33,6 +33,8 @@ class DataConfig:
     corpus: str = "wiki"
     """Text source: 'wiki' (embedded Wikipedia summaries), a text file or folder, a .jsonl file, or
     'hf:NAME[:SPLIT]'."""
+    text_field: str = "text"
+    """Field that holds the text in a .jsonl corpus or a Hugging Face dataset."""
     context_size: int = 128
     """Tokens per packed context, BOS included."""
     harvest_batch_size: int = 16

@@ -42,7 +42,7 @@ class TrainOutcome:
 def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
     """The packed-context stream that ``data_cfg`` describes, tokenised by ``host``."""
     return TokenStream(
-        load_corpus(data_cfg.corpus),
+        load_corpus(data_cfg.corpus, data_cfg.text_field),
         host.tokenizer,
         context_size=data_cfg.context_size,
         bos_token_id=host.bos_token_id,
@@ -82,14 +82,18 @@ def train_sae(
     host: Host | None = None,
     progress: bool = True,
     remedy_cfg: RemedyConfig | None = None,
+    overwrite: bool = False,
 ) -> TrainOutcome:
     """Train one SAE on live activations of ``data_cfg.hook_name`` and save it under ``out_dir``.
 
     ``sae_cfg.d_in`` must equal the width of the activations at the hook. When ``host`` is None,
     the host named by ``data_cfg.model`` is loaded. ``remedy_cfg`` picks a dead-latent remedy
-    (none by default). Ctrl-C stops training cleanly and the SAE trained so far is saved.
+    (none by default). Ctrl-C stops training cleanly and the SAE trained so far is saved. A folder
+    that already holds a run is replaced only with ``overwrite``, which first deletes the old
+    run's metrics and evaluation files.
     """
     run_dir = Path(out_dir)
+    prepare_run_folder(run_dir, overwrite)
     host = host if host is not None else load_host(data_cfg.model)
     hook_name = host.resolve_hook(data_cfg.hook_name)
     width = activation_width(host, hook_name)
@@ -107,17 +111,17 @@ def train_sae(
         hook_name,
         drop_bos=data_cfg.drop_bos,
     )
+    # A budget smaller than the buffer would otherwise harvest activations it never trains on.
+    capacity = min(data_cfg.buffer_tokens, train_cfg.total_tokens)
     buffer = ActivationBuffer(
         chunks,
-        capacity=max(data_cfg.buffer_tokens, train_cfg.batch_size),
+        capacity=max(capacity, train_cfg.batch_size),
         batch_size=train_cfg.batch_size,
         d=width,
         seed=train_cfg.seed,
     )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / TRAIN_METRICS_FILENAME
-    metrics_path.unlink(missing_ok=True)
     remedy_cfg = remedy_cfg if remedy_cfg is not None else RemedyConfig()
     trainer = Trainer(
         new_sae(sae_cfg, train_cfg.seed),
@@ -133,6 +137,8 @@ def train_sae(
         "training_tokens": result.tokens,
         "context_size": data_cfg.context_size,
         "corpus": data_cfg.corpus,
+        "text_field": data_cfg.text_field,
+        "host_model": data_cfg.model,
         "eval_fraction": data_cfg.eval_fraction,
         "shuffle_seed": data_cfg.shuffle_seed,
         "prepend_bos": True,
@@ -150,6 +156,28 @@ def train_sae(
         },
     )
     return TrainOutcome(run_dir=run_dir, sae_dir=sae_dir, result=result)
+
+
+# Files a run folder gets from training and evaluation; an overwrite deletes them first.
+RUN_OUTPUT_PATTERNS = (RUN_FILENAME, TRAIN_METRICS_FILENAME, "metrics.json", "*.png", "report.md")
+
+
+def prepare_run_folder(run_dir: Path, overwrite: bool) -> None:
+    """Create ``run_dir``, or clear the outputs of an earlier run in it when ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"the run folder {run_dir} is a file; pass a folder path as --out")
+    holds_run = (run_dir / RUN_FILENAME).exists() or (run_dir / SAE_SUBFOLDER).exists()
+    if holds_run and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a training run; choose another --out or pass --overwrite "
+            "to replace it"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if holds_run:
+        for pattern in RUN_OUTPUT_PATTERNS:
+            for stale in run_dir.glob(pattern):
+                stale.unlink()
+        logger.info("replacing the earlier run in %s", run_dir)
 
 
 def write_json(path: Path, values: dict[str, Any]) -> None:

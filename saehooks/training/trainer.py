@@ -89,6 +89,19 @@ class Trainer:
             estimator.attach(sae, name)
 
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        if cfg.lr_warmup_steps >= cfg.total_steps // 2:
+            logger.warning(
+                "lr_warmup_steps=%d covers half or more of the %d steps; the learning rate barely "
+                "reaches its peak. Lower lr_warmup_steps or raise total_tokens",
+                cfg.lr_warmup_steps,
+                cfg.total_steps,
+            )
+        if cfg.dead_window_tokens > cfg.total_tokens:
+            logger.warning(
+                "dead_window_tokens=%d exceeds total_tokens=%d, so no latent will count as dead",
+                cfg.dead_window_tokens,
+                cfg.total_tokens,
+            )
         self.remedies = list(remedies)
         for remedy in self.remedies:
             remedy.attach(self)
@@ -234,7 +247,8 @@ class Trainer:
         if self.metrics_path is None:
             return None
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        return self.metrics_path.open("a", encoding="utf-8")
+        # Line buffering puts every step's metrics on disk as soon as the step ends.
+        return self.metrics_path.open("a", encoding="utf-8", buffering=1)
 
 
 def _progress_fields(metrics: dict[str, Any]) -> dict[str, str]:

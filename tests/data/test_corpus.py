@@ -62,9 +62,9 @@ def test_folder_of_text_files(tmp_path):
     assert list(corpus) == ["first", "second", "nested"]
 
 
-def test_single_text_file_is_one_document(tmp_path):
-    path = write(tmp_path / "book.txt", "line one\n\nline two\n")
-    assert list(load_corpus(str(path))) == ["line one\n\nline two\n"]
+def test_single_text_file_splits_at_blank_lines(tmp_path):
+    path = write(tmp_path / "book.txt", "line one\nstill one\n\n\n  \nline two\n")
+    assert list(load_corpus(str(path))) == ["line one\nstill one\n", "line two\n"]
 
 
 def test_folder_without_text_files_raises(tmp_path):

@@ -107,8 +107,9 @@ def test_wrong_d_in_names_the_width(
         )
 
 
-def test_cli_ctrl_c_saves_what_was_trained(
-    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_cli_stop_signal_saves_what_was_trained(
+    stop_signal: signal.Signals, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     command = [
@@ -154,12 +155,48 @@ def test_cli_ctrl_c_saves_what_was_trained(
             break
         time.sleep(0.2)
     assert process.poll() is None, process.communicate()[1]
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     stdout, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 0, stderr
     assert "training interrupted" in stdout
+    assert "evaluation skipped" in stdout
     sae = load_sae(run_dir / "sae")
     steps = len(metrics_path.read_text().splitlines())
     assert json.loads((run_dir / "run.json").read_text())["result"]["steps"] == steps
     assert sae.cfg.d_sae == 64
+
+
+def test_existing_run_needs_overwrite(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    run_dir = tmp_path / "run"
+    train_sae(sae_cfg, data_cfg, train_cfg, run_dir, host=tiny_host, progress=False)
+    (run_dir / "metrics.json").write_text("{}")
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train_sae(sae_cfg, data_cfg, train_cfg, run_dir, host=tiny_host, progress=False)
+    bigger = SAEConfig(d_in=32, d_sae=96, architecture="topk", k=4)
+    train_sae(bigger, data_cfg, train_cfg, run_dir, host=tiny_host, progress=False, overwrite=True)
+    assert load_sae(run_dir / "sae").cfg.d_sae == 96
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_run_folder_that_is_a_file_raises(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file"):
+        train_sae(
+            SAEConfig(d_in=32, d_sae=64, k=4),
+            data_cfg,
+            train_cfg,
+            afile,
+            host=tiny_host,
+            progress=False,
+        )
+    assert afile.read_text() == "keep me"
