@@ -44,7 +44,7 @@ def main() -> None:
     print(f"host {host.model_name}: {host.n_layers} layers, d_model {host.d_model}")
 
     # 2. Train a TopK SAE on live activations of the wiki corpus.
-    tokens, d_sae, eval_tokens = (30_000, 1152, 4096) if args.short else (1_000_000, 4608, 24_576)
+    tokens, d_sae, eval_tokens = (30_000, 1152, 2048) if args.short else (1_000_000, 4608, 24_576)
     data_cfg = DataConfig(hook_name=hook_name, buffer_tokens=16_384 if args.short else 131_072)
     train_cfg = TrainingConfig(total_tokens=tokens, lr_warmup_steps=5 if args.short else 50)
     sae_cfg = SAEConfig(d_in=host.d_model, d_sae=d_sae, architecture="topk", k=32)
