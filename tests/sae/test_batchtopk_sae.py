@@ -121,3 +121,17 @@ def test_threshold_buffers_checkpoint() -> None:
     restored.load_state_dict(state)
     assert float(restored.threshold) == 1.25
     assert int(restored.threshold_updates) == 3
+
+
+def test_threshold_default_momentum_hand_values() -> None:
+    sae = make_batchtopk(k=1, d_in=1, d_sae=1)
+    with torch.no_grad():
+        sae.W_enc.fill_(1.0)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    with attached(sae, threshold=BatchTopKThreshold()), torch.no_grad():
+        for smallest in range(1, 13):
+            sae(torch.tensor([[float(smallest)]]))
+    # A plain mean of 1..10 (5.5) over the first 1 / 0.1 batches, then weight 0.1:
+    # 5.5 + 0.1 * (11 - 5.5) = 6.05, and 6.05 + 0.1 * (12 - 6.05) = 6.645.
+    assert_close(sae.threshold, torch.tensor(6.645))
