@@ -81,23 +81,33 @@ def reset_adam_moments(
             moment.index_fill_(dim, index.to(moment.device), 0.0)
 
 
+class RowNorms(NamedTuple):
+    """Norms that rewritten latents get."""
+
+    encoder: float
+    """Norm of each new encoder row ``W_enc[:, j]``."""
+    decoder: float
+    """Norm of each new decoder row ``W_dec[j]``."""
+
+
 @torch.no_grad()
 def rewrite_latents(
     params: LatentParameters,
     optimizer: torch.optim.Optimizer,
     latents: torch.Tensor,
     directions: torch.Tensor,
-    encoder_norm: float,
+    norms: RowNorms,
 ) -> None:
     """Point ``latents`` along unit ``directions`` ``[n, d_in]`` and reset their Adam moments.
 
-    Each latent's decoder row becomes its direction, its encoder row the same direction times
-    ``encoder_norm``, and its encoder bias 0. Only those rows, columns and entries change.
+    Each latent's decoder row becomes its direction times ``norms.decoder``, its encoder row the
+    same direction times ``norms.encoder``, and its encoder bias 0. Only those rows, columns and
+    entries change.
     """
     latents = latents.to(params.W_dec.device)
     directions = directions.to(params.W_dec.device, params.W_dec.dtype)  # [n, d_in]
-    params.W_dec[latents] = directions
-    params.W_enc[:, latents] = directions.T * encoder_norm
+    params.W_dec[latents] = directions * norms.decoder
+    params.W_enc[:, latents] = directions.T * norms.encoder
     params.b_enc[latents] = 0.0
     reset_adam_moments(optimizer, params.W_dec, latents, dim=0)
     reset_adam_moments(optimizer, params.W_enc, latents, dim=1)
@@ -109,11 +119,12 @@ def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
     return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def mean_alive_encoder_norm(W_enc: torch.Tensor, dead: torch.Tensor) -> float:
-    """Mean norm of the encoder rows of latents not in ``dead`` ``[d_sae]`` bool.
+def mean_alive_norm(weight: torch.Tensor, dead: torch.Tensor, dim: int) -> float:
+    """Mean norm, taken along ``dim``, of the latents not in ``dead`` ``[d_sae]`` bool.
 
-    Falls back to the mean over every latent when all of them are dead.
+    ``dim=0`` gives encoder rows of ``W_enc`` ``[d_in, d_sae]``, ``dim=1`` decoder rows of
+    ``W_dec`` ``[d_sae, d_in]``. Falls back to the mean over every latent when all are dead.
     """
-    norms = W_enc.detach().norm(dim=0)  # [d_sae]
+    norms = weight.detach().norm(dim=dim)  # [d_sae]
     alive = ~dead.to(norms.device)
     return float(norms[alive].mean() if alive.any() else norms.mean())

@@ -11,14 +11,16 @@ from saehooks.resampling.config import RemedyConfig
 from saehooks.resampling.dead import DeadLatentLog, attach_frequency
 from saehooks.resampling.latents import (
     LatentParameters,
+    RowNorms,
     encoder_input,
     latent_parameters,
-    mean_alive_encoder_norm,
+    mean_alive_norm,
     reset_adam_moments,
     rewrite_latents,
     unit_rows,
 )
 from saehooks.resampling.sample import RecentSample
+from saehooks.training.objectives import uses_unit_norm_decoder
 
 if TYPE_CHECKING:
     from saehooks.training.trainer import Trainer
@@ -94,6 +96,14 @@ class ScheduledRewrite:
             candidates = candidates[order].sort().values
         return candidates
 
+    def row_norms(self, trainer: Trainer, dead: torch.Tensor) -> RowNorms:
+        """Norms for rewritten rows, scaled as ``AnthropicResampling`` describes."""
+        decoder = 1.0
+        if not uses_unit_norm_decoder(trainer.sae):
+            decoder = mean_alive_norm(self.params.W_dec, dead, dim=1)
+        encoder = ENCODER_SCALE * mean_alive_norm(self.params.W_enc, dead, dim=0)
+        return RowNorms(encoder=encoder, decoder=decoder)
+
     def edit(self, trainer: Trainer, latents: torch.Tensor, dead: torch.Tensor) -> int:
         """Rewrite the first n of ``latents`` and return n.
 
@@ -112,6 +122,13 @@ class AnthropicResampling(ScheduledRewrite):
     its encoder row the same direction times 0.2 times the mean encoder-row norm of alive
     latents. Its encoder bias becomes 0, Adam's moments of those entries are reset, and the
     learning rate then warms up again.
+
+    The paper's decoder rows are all held at unit norm, so a unit-norm row is an ordinary one
+    there. For an SAE that trains without that constraint (ReLU with the decoder-norm-weighted
+    L1 penalty), the new decoder row gets the mean norm of the alive decoder rows instead. A
+    unit-norm row would pay many times the others' L1 penalty per unit of activation: about 20
+    times on SmolLM2 in ``docs/dead-latents.md``, where such latents died again within one
+    dead window.
 
     The drawn input is taken as the encoder sees it (minus b_dec when the SAE centres its
     input), so that the new encoder row lines up with what it multiplies.
@@ -132,8 +149,8 @@ class AnthropicResampling(ScheduledRewrite):
         directions = unit_rows(
             encoder_input(trainer.sae, sample.inputs[drawn.to(sample.inputs.device)])
         )
-        encoder_norm = ENCODER_SCALE * mean_alive_encoder_norm(self.params.W_enc, dead)
-        rewrite_latents(self.params, trainer.optimizer, latents, directions, encoder_norm)
+        norms = self.row_norms(trainer, dead)
+        rewrite_latents(self.params, trainer.optimizer, latents, directions, norms)
         return latents.numel()
 
 
@@ -148,8 +165,8 @@ class RandomReinit(ScheduledRewrite):
 
     def edit(self, trainer: Trainer, latents: torch.Tensor, dead: torch.Tensor) -> int:
         gaussian = torch.randn(latents.numel(), trainer.sae.cfg.d_in, generator=self.generator)
-        encoder_norm = ENCODER_SCALE * mean_alive_encoder_norm(self.params.W_enc, dead)
-        rewrite_latents(self.params, trainer.optimizer, latents, unit_rows(gaussian), encoder_norm)
+        norms = self.row_norms(trainer, dead)
+        rewrite_latents(self.params, trainer.optimizer, latents, unit_rows(gaussian), norms)
         return latents.numel()
 
 
@@ -174,10 +191,8 @@ class ResidualSVDResampling(ScheduledRewrite):
         right = right[singular_values > singular_values[0] * 1e-6]  # [rank, d_in]
         signed = torch.stack([right, -right], dim=1).reshape(-1, right.shape[-1])  # [2 rank, d_in]
         count = min(latents.numel(), signed.shape[0])
-        encoder_norm = ENCODER_SCALE * mean_alive_encoder_norm(self.params.W_enc, dead)
-        rewrite_latents(
-            self.params, trainer.optimizer, latents[:count], signed[:count], encoder_norm
-        )
+        norms = self.row_norms(trainer, dead)
+        rewrite_latents(self.params, trainer.optimizer, latents[:count], signed[:count], norms)
         return count
 
 

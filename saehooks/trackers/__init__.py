@@ -2,7 +2,7 @@
 
 from saehooks.trackers.balance import LoadBalance
 from saehooks.trackers.base import PenaltyTracker, Tracker, attached
-from saehooks.trackers.frequency import FireCounter
+from saehooks.trackers.frequency import FireCounter, FiringEMA, WindowedFireCounter
 from saehooks.trackers.l0 import StepL0Penalty, TanhL0Penalty
 from saehooks.trackers.reconstruction import GatedAuxiliaryReconstruction, MatryoshkaReconstruction
 from saehooks.trackers.sparsity import DecoderNormL1, GateL1, L0Tracker
@@ -12,6 +12,7 @@ __all__ = [
     "BatchTopKThreshold",
     "DecoderNormL1",
     "FireCounter",
+    "FiringEMA",
     "GateL1",
     "GatedAuxiliaryReconstruction",
     "L0Tracker",
@@ -21,5 +22,6 @@ __all__ = [
     "StepL0Penalty",
     "TanhL0Penalty",
     "Tracker",
+    "WindowedFireCounter",
     "attached",
 ]

@@ -97,8 +97,20 @@ def test_anthropic_rewrites_two_of_three_dead(make_trainer: Callable[..., Traine
                 assert torch.count_nonzero(moment) == 0, (name, key, latent)
 
 
-def test_anthropic_rows_come_from_sample(make_trainer: Callable[..., Trainer]) -> None:
+def alive_decoder_norm(before: dict[str, torch.Tensor], architecture: str) -> float:
+    """Norm of rewritten decoder rows: 1 for TopK, the mean alive row norm for ReLU."""
+    if architecture == "topk":
+        return 1.0
+    alive = [j for j in range(D_SAE) if j not in DEAD]
+    return float(before["W_dec"][alive].norm(dim=1).mean())
+
+
+@pytest.mark.parametrize("architecture", ["relu", "topk"])
+def test_anthropic_rows_come_from_sample(
+    architecture: str, make_trainer: Callable[..., Trainer]
+) -> None:
     trainer = make_trainer(
+        architecture,
         remedy="anthropic",
         resample_interval_steps=3,
         resample_max_latents=2,
@@ -113,12 +125,14 @@ def test_anthropic_rows_come_from_sample(make_trainer: Callable[..., Trainer]) -
     encoder_norm = ENCODER_SCALE * before["W_enc"][:, alive].norm(dim=0).mean()
     centred = remedy.sample.sample().inputs - before["b_dec"]
     unit_inputs = centred / centred.norm(dim=-1, keepdim=True)
+    decoder_norm = alive_decoder_norm(before, architecture)
+    assert len(edited_latents(before, trainer)) == 2
     for latent in edited_latents(before, trainer):
         row = sae.W_dec.detach()[latent]
-        assert_close(row.norm(), torch.tensor(1.0))
-        distances = (unit_inputs - row).norm(dim=-1)
-        assert distances.min() < 1e-6  # the row is one of the recent inputs, normalised
-        assert_close(sae.W_enc.detach()[:, latent], row * encoder_norm)
+        assert_close(row.norm(), torch.tensor(decoder_norm))
+        distances = (unit_inputs - row / decoder_norm).norm(dim=-1)
+        assert distances.min() < 1e-6  # the row is one of the recent inputs, rescaled
+        assert_close(sae.W_enc.detach()[:, latent], row / decoder_norm * encoder_norm)
         assert sae.b_enc[latent].item() == 0.0
 
 
@@ -139,7 +153,7 @@ def test_anthropic_draws_by_squared_loss(make_trainer: Callable[..., Trainer]) -
     second = 0
     for _ in range(draws):
         remedy.edit(trainer, torch.tensor([1]), dead)
-        second += int(trainer.sae.W_dec[1, 1].item() == 1.0)
+        second += int(trainer.sae.W_dec[1].argmax().item() == 1)  # drew the input e1
     # probability 16 / 17 = 0.941 for the squared loss; proportional to the loss it would be 0.8
     assert second / draws == pytest.approx(16 / 17, abs=0.02)
 
@@ -182,7 +196,8 @@ def test_reinit_writes_random_unit_directions(make_trainer: Callable[..., Traine
     assert_only_latents_changed(before, after, list(DEAD))
     alive = [j for j in range(D_SAE) if j not in DEAD]
     encoder_norm = ENCODER_SCALE * before["W_enc"][:, alive].norm(dim=0).mean()
-    rows = trainer.sae.W_dec.detach()[list(DEAD)]
+    decoder_norm = alive_decoder_norm(before, "relu")
+    rows = trainer.sae.W_dec.detach()[list(DEAD)] / decoder_norm
     assert_close(rows.norm(dim=-1), torch.ones(3))
     assert_close(trainer.sae.W_enc.detach()[:, list(DEAD)], rows.T * encoder_norm)
     assert (rows @ rows.T - torch.eye(3)).abs().max() > 1e-3  # three different directions
@@ -203,7 +218,7 @@ def test_residual_svd_takes_signed_top_directions(make_trainer: Callable[..., Tr
 
     assert metrics["dead/resampled"] == 3.0
     assert_only_latents_changed(before, after, list(DEAD))
-    rows = trainer.sae.W_dec.detach()
+    rows = trainer.sae.W_dec.detach() / alive_decoder_norm(before, "relu")
     e0, e1 = torch.eye(D_IN)[0], torch.eye(D_IN)[1]
     assert_close(rows[1].abs(), e0)
     assert_close(rows[4], -rows[1])
