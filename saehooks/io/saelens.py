@@ -20,6 +20,12 @@ activations and returns the same reconstruction as SAELens:
 - a per-latent ``scaling_factor`` tensor with ``finetuning_scaling_factor: true`` (older files),
   which multiplies the latent activations before decoding, folded into the rows of ``W_dec``.
   The loaded SAE's latent activations are then SAELens's before that multiplication.
+
+A TopK config with ``rescale_acts_by_decoder_norm: true`` (the SAELens 6 TopK training default)
+multiplies the pre-activations by each decoder row's norm before choosing the top k, and divides
+the latent activations by it again before decoding. Scaling column i of ``W_enc`` and ``b_enc``
+by that norm and dividing row i of ``W_dec`` by it computes the same thing, so the loader folds
+it into the weights. The loaded SAE's latent activations are SAELens's.
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ class Normalisation(NamedTuple):
     """Factor the SAE's training inputs were multiplied by, or None."""
     latent_scale: bool
     """Whether the file's per-latent ``scaling_factor`` tensor must be folded into W_dec."""
+    decoder_norm_rescale: bool = False
+    """Whether TopK selection scales pre-activations by the decoder row norms (to be folded)."""
 
 
 def load_saelens(
@@ -122,6 +130,8 @@ def load_saelens(
     file_dtype = settle_dtype(stated_dtype, tensors, specs, weights_path, frozenset({"threshold"}))
     cfg = SAEConfig.from_dict({**cfg.to_dict(), "dtype": file_dtype})
 
+    if normalisation.decoder_norm_rescale:
+        _fold_decoder_norm(tensors, cfg_path)
     if scaling is not None:
         tensors["W_dec"] = _fold_latent_scale(tensors["W_dec"], scaling, normalisation, cfg_path)
     sae = assemble(cfg, tensors, device, dtype)
@@ -149,7 +159,7 @@ def saelens_config(
     if not isinstance(metadata, dict):
         raise ValueError(f"{source}: 'metadata' must be a JSON object, found {metadata!r}")
     architecture, k = _architecture(values, source)
-    _reject_unsupported(values, metadata, source)
+    _reject_unsupported(values, metadata, architecture, source)
 
     stated = values.get("dtype")
     cfg = SAEConfig(
@@ -164,6 +174,7 @@ def saelens_config(
     normalisation = Normalisation(
         input_scale=_input_scale(values, scaler_factor, source),
         latent_scale=bool(values.get("finetuning_scaling_factor", False)),
+        decoder_norm_rescale=bool(values.get("rescale_acts_by_decoder_norm", False)),
     )
     return cfg, (parse_dtype(stated, source) if stated is not None else None), normalisation
 
@@ -205,7 +216,9 @@ def _architecture(values: dict[str, Any], source: Path) -> tuple[str, int | None
     return architecture, k
 
 
-def _reject_unsupported(values: dict[str, Any], metadata: dict[str, Any], source: Path) -> None:
+def _reject_unsupported(
+    values: dict[str, Any], metadata: dict[str, Any], architecture: str, source: Path
+) -> None:
     for key in ("hook_head_index", "hook_point_head_index"):
         if values.get(key, metadata.get(key)) is not None:
             raise ValueError(f"{source}: {key} is set; per-head SAEs are not supported")
@@ -214,8 +227,11 @@ def _reject_unsupported(values: dict[str, Any], metadata: dict[str, Any], source
             f"{source}: reshape_activations={values['reshape_activations']!r} is not supported; "
             "saehooks reads SAEs on unreshaped activations only"
         )
-    if values.get("rescale_acts_by_decoder_norm", False):
-        raise ValueError(f"{source}: rescale_acts_by_decoder_norm=true is not supported")
+    if values.get("rescale_acts_by_decoder_norm", False) and architecture != "topk":
+        raise ValueError(
+            f"{source}: rescale_acts_by_decoder_norm=true is supported for TopK SAEs only, "
+            f"not for architecture {architecture!r}"
+        )
 
 
 def _input_scale(values: dict[str, Any], factor: float | None, source: Path) -> float | None:
@@ -272,6 +288,27 @@ def _fold_latent_scale(
     return (W_dec.float() * scaling.float()[:, None]).to(W_dec.dtype)  # [d_sae, d_in]
 
 
+def _fold_decoder_norm(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Fold SAELens's decoder-norm rescaling of TopK pre-activations into the weights in place.
+
+    With ``n`` the row norms of ``W_dec`` ``[d_sae]``: ``W_enc`` and ``b_enc`` are multiplied by
+    ``n`` per latent and the rows of ``W_dec`` are divided by it.
+    """
+    norms = tensors["W_dec"].float().norm(dim=-1)  # [d_sae]
+    if not torch.all(norms > 0):
+        zero = torch.nonzero(norms == 0).flatten()[:5].tolist()
+        raise ValueError(
+            f"{source}: rescale_acts_by_decoder_norm=true but decoder rows {zero} have zero "
+            "norm, so SAELens itself would divide by zero; the weights are unusable"
+        )
+    for name, scaled in (
+        ("W_enc", tensors["W_enc"].float() * norms),  # [d_in, d_sae] * [d_sae]
+        ("b_enc", tensors["b_enc"].float() * norms),  # [d_sae]
+        ("W_dec", tensors["W_dec"].float() / norms[:, None]),  # [d_sae, d_in] / [d_sae, 1]
+    ):
+        tensors[name] = scaled.to(tensors[name].dtype)
+
+
 def _tensor_specs(cfg: SAEConfig) -> list[TensorSpec]:
     d_in, d_sae = cfg.d_in, cfg.d_sae
     base = [TensorSpec("W_enc", (d_in, d_sae)), TensorSpec("W_dec", (d_sae, d_in))]
@@ -296,4 +333,3 @@ def _first(values: dict[str, Any], metadata: dict[str, Any], keys: tuple[str, ..
             if place.get(key):
                 return str(place[key])
     return ""
-

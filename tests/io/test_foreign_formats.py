@@ -389,3 +389,44 @@ def test_gated_saelens_folder_loads(tmp_path: Path, weights: dict) -> None:
     acts = (projection + b_gate > 0) * torch.relu(projection * r_mag.exp() + b_mag)
     assert 0 < int((acts > 0).sum()) < acts.numel()
     torch.testing.assert_close(sae(x), acts @ weights["W_dec"] + weights["b_dec"])
+
+
+def test_decoder_norm_rescale_is_folded(tmp_path: Path, weights: dict) -> None:
+    folder = write_saelens_v6(tmp_path / "rescaled", weights)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    write_json(folder / "cfg.json", {**cfg, "rescale_acts_by_decoder_norm": True})
+    sae = load_saelens(folder)
+
+    # SAELens 6.54 TopKSAE: pre-activations times the decoder row norms choose the top k, and
+    # the latent activations are divided by those norms before the decoder.
+    x = torch.randn(2, 3, D_IN, generator=torch.Generator().manual_seed(11))  # [2, 3, d_in]
+    norms = weights["W_dec"].norm(dim=-1)  # [d_sae]
+    pre_acts = ((x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]) * norms
+    top = pre_acts.topk(K, dim=-1)
+    acts = torch.zeros_like(pre_acts).scatter(-1, top.indices, top.values.relu())
+    x_hat = (acts / norms) @ weights["W_dec"] + weights["b_dec"]  # [2, 3, d_in]
+    torch.testing.assert_close(sae.encode(x), acts)
+    torch.testing.assert_close(sae(x), x_hat)
+
+    # Without the rescale the top k differ for these weights, so the fold is what matched.
+    unscaled = (x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"]
+    assert not torch.equal(unscaled.topk(K, dim=-1).indices, top.indices)
+
+
+def test_decoder_norm_rescale_zero_row_raises(tmp_path: Path, weights: dict) -> None:
+    W_dec = weights["W_dec"].clone()
+    W_dec[5] = 0
+    folder = write_saelens_v6(tmp_path / "rescaled", {**weights, "W_dec": W_dec})
+    cfg = json.loads((folder / "cfg.json").read_text())
+    write_json(folder / "cfg.json", {**cfg, "rescale_acts_by_decoder_norm": True})
+    with pytest.raises(ValueError, match=r"decoder rows \[5\] have zero norm"):
+        load_saelens(folder)
+
+
+def test_decoder_norm_rescale_needs_topk(tmp_path: Path, weights: dict) -> None:
+    folder = write_saelens_v6(tmp_path / "relu", weights)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    edit = {"architecture": "standard", "k": None, "rescale_acts_by_decoder_norm": True}
+    write_json(folder / "cfg.json", {**cfg, **edit})
+    with pytest.raises(ValueError, match="supported for TopK SAEs only"):
+        load_saelens(folder)
