@@ -7,6 +7,12 @@ from torch import nn
 
 from saehooks.sae.config import SAEConfig
 from saehooks.sae.hook_point import HookPoint
+from saehooks.sae.sparse_decode import (
+    DecodeMode,
+    check_decode_mode,
+    prefers_sparse_decode,
+    sparse_decode,
+)
 
 
 class SparseAutoencoder(nn.Module):
@@ -22,6 +28,14 @@ class SparseAutoencoder(nn.Module):
 
     Losses and statistics come from trackers (``saehooks.trackers``) attached to these hook points;
     the SAE owns them as child modules in ``self.trackers`` so that they move and save with it.
+
+    ``decode_mode`` chooses how ``forward`` decodes a TopK SAE: 'sparse' sums the k selected
+    decoder rows of each token (``saehooks.sae.sparse_decode``), 'dense' multiplies the full
+    ``[n_tokens, d_sae]`` latents by ``W_dec``, and 'auto' (the default) picks sparse where
+    ``prefers_sparse_decode`` measured it faster. Both give the same values and gradients, and
+    ``hook_acts`` sees the dense latents either way. A hook on ``hook_acts`` that replaces or
+    edits the latents in place makes that forward pass decode the edited latents densely.
+    Other architectures, ``encode`` and ``decode`` always run dense.
     """
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:
@@ -38,6 +52,7 @@ class SparseAutoencoder(nn.Module):
         self.hook_acts = HookPoint()
         self.hook_x_hat = HookPoint()
         self.trackers = nn.ModuleDict()
+        self.decode_mode: DecodeMode = "auto"
         self.reset_parameters()
 
     @torch.no_grad()
@@ -99,7 +114,44 @@ class SparseAutoencoder(nn.Module):
             raise ValueError(
                 f"input has last dimension {x.shape[-1]}, but this SAE has d_in={self.cfg.d_in}"
             )
+        if self._decodes_sparsely():
+            return self._forward_sparse(x, gate)
         return self.decode(self.encode(x, gate))
+
+    def _decodes_sparsely(self) -> bool:
+        check_decode_mode(self.decode_mode)
+        if self.cfg.architecture != "topk" or self.decode_mode == "dense":
+            return False
+        assert self.cfg.k is not None  # guaranteed by SAEConfig for 'topk'
+        return self.decode_mode == "sparse" or prefers_sparse_decode(self.cfg.k, self.cfg.d_sae)
+
+    def _forward_sparse(self, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` of a TopK SAE that decodes from the k selected latents of each token."""
+        cfg = self.cfg
+        assert cfg.k is not None  # guaranteed by SAEConfig for 'topk'
+        leading = x.shape[:-1]
+        x_flat = self.hook_input(x.reshape(-1, cfg.d_in))  # [n, d_in]
+        pre_acts = self.hook_pre_acts(self.encode_pre_acts(x_flat))  # [n, d_sae]
+        top = pre_acts.topk(cfg.k, dim=-1, sorted=False)  # values and indices [n, k]
+        values = torch.relu(top.values)  # [n, k]
+        if gate is not None:
+            gate_flat = gate.expand(*leading, cfg.d_sae).reshape(-1, cfg.d_sae)  # [n, d_sae]
+            values = values * gate_flat.gather(-1, top.indices)
+
+        # hook_acts still sees the dense latents. A hook that edits them in place bumps their
+        # version counter; inference tensors have none, so there any hook counts as an edit.
+        acts = torch.zeros_like(pre_acts).scatter(-1, top.indices, values)  # [n, d_sae]
+        version = None if acts.is_inference() else acts._version
+        hooked_acts = self.hook_acts(acts)
+        if version is None:
+            edited = hooked_acts is not acts or bool(self.hook_acts._forward_hooks)
+        else:
+            edited = hooked_acts is not acts or acts._version != version
+        if edited:
+            x_hat = hooked_acts @ self.W_dec + self.b_dec  # [n, d_in]
+        else:
+            x_hat = sparse_decode(values, top.indices, self.W_dec, self.b_dec)  # [n, d_in]
+        return self.hook_x_hat(x_hat).reshape(*leading, cfg.d_in)
 
     # -- decoder geometry used during training --------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, TypeVar
 
+from saehooks.sae.sparse_decode import DECODE_MODES, DecodeMode
+
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 B_DEC_INITS: tuple[str, ...] = ("geometric_median", "mean", "zeros")
 L0Penalty = Literal["step", "tanh"]
@@ -99,6 +101,10 @@ class TrainingConfig:
     """Steps between progress-bar updates; metrics are written every step."""
     seed: int = 0
     """Seed for SAE initialisation and buffer shuffling."""
+    decode_mode: DecodeMode = "auto"
+    """Decoder of a TopK SAE in training: 'sparse' (sum the k selected decoder rows per token),
+    'dense' (multiply all d_sae latents) or 'auto' (sparse while k / d_sae <= 1/32, where it
+    measured faster). Both give the same values and gradients."""
 
     def __post_init__(self) -> None:
         for name in ("total_tokens", "batch_size", "dead_window_tokens", "log_every"):
@@ -122,6 +128,10 @@ class TrainingConfig:
             raise ValueError(f"b_dec_init={self.b_dec_init!r} is invalid; use one of {B_DEC_INITS}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"grad_clip_norm={self.grad_clip_norm} must be positive or None")
+        if self.decode_mode not in DECODE_MODES:
+            raise ValueError(
+                f"decode_mode={self.decode_mode!r} is invalid; use one of {DECODE_MODES}"
+            )
 
     @property
     def total_steps(self) -> int:

@@ -78,6 +78,8 @@ class Trainer:
         self.rewarm_start_step = 0
         self.rewarm_steps = 0
 
+        if isinstance(sae, SparseAutoencoder):
+            sae.decode_mode = cfg.decode_mode
         self.l0 = L0Tracker()
         self.l0.attach(sae, "l0")
         self.device = next(sae.parameters()).device

@@ -1,0 +1,197 @@
+"""The sparse TopK decoder against the dense product, alone and inside SparseAutoencoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from saehooks.hosts.sae_splice import ablate_latents, clamp_latents, steer_latents
+from saehooks.sae import SAEConfig, SparseAutoencoder
+from saehooks.sae.sparse_decode import prefers_sparse_decode, sparse_decode
+from saehooks.training.config import TrainingConfig
+from saehooks.training.trainer import Trainer
+
+D_IN, D_SAE, K = 7, 13, 3
+LEADING = (2, 5)
+DTYPES = [torch.float32, torch.float64]
+
+
+def make_sae(dtype: torch.dtype, decode_mode: str) -> SparseAutoencoder:
+    torch.manual_seed(3)
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K, dtype=str(dtype)[6:])
+    sae = SparseAutoencoder(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    sae.decode_mode = decode_mode
+    return sae
+
+
+def gradients(module: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    names = [name for name, _ in module.named_parameters()]
+    grads = torch.autograd.grad(loss, [parameter for _, parameter in module.named_parameters()])
+    return dict(zip(names, grads, strict=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_decode_matches_dense(dtype: torch.dtype) -> None:
+    pre_acts = torch.randn(*LEADING, D_SAE, dtype=dtype)
+    top = pre_acts.topk(K, dim=-1, sorted=False)  # values and indices [2, 5, k]
+    values = top.values.relu().requires_grad_(True)
+    W_dec = torch.randn(D_SAE, D_IN, dtype=dtype, requires_grad=True)
+    b_dec = torch.randn(D_IN, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(*LEADING, D_IN, dtype=dtype)  # a loss that weights every output
+
+    acts = torch.zeros(*LEADING, D_SAE, dtype=dtype).scatter(-1, top.indices, values)
+    dense = acts @ W_dec + b_dec  # [2, 5, d_in]
+    dense_grads = torch.autograd.grad((dense * upstream).sum(), [values, W_dec, b_dec])
+    sparse = sparse_decode(values, top.indices, W_dec, b_dec)
+    sparse_grads = torch.autograd.grad((sparse * upstream).sum(), [values, W_dec, b_dec])
+
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    assert sparse.shape == (*LEADING, D_IN)
+    assert_close(sparse, dense, **tolerance)
+    for name, sparse_grad, dense_grad in zip(
+        ["values", "W_dec", "b_dec"], sparse_grads, dense_grads, strict=True
+    ):
+        assert_close(sparse_grad, dense_grad, **tolerance, msg=f"gradient of {name} differs")
+
+
+def test_sparse_decode_hand_computed() -> None:
+    W_dec = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    b_dec = torch.tensor([0.5, -0.5])
+    values = torch.tensor([[2.0, 1.0]])
+    indices = torch.tensor([[2, 0]])  # unsorted on purpose: 2 * [3, 4] + 1 * [1, 0] + b_dec
+    assert_close(sparse_decode(values, indices, W_dec, b_dec), torch.tensor([[7.5, 7.5]]))
+
+
+def test_sparse_decode_rejects_bad_indices() -> None:
+    W_dec, b_dec = torch.randn(D_SAE, D_IN), torch.zeros(D_IN)
+    with pytest.raises(ValueError, match="same shape"):
+        sparse_decode(torch.ones(4, 3), torch.zeros(4, 2, dtype=torch.long), W_dec, b_dec)
+    with pytest.raises(ValueError, match="same latent twice"):
+        sparse_decode(torch.ones(1, 2), torch.tensor([[5, 5]]), W_dec, b_dec)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_sae_forward_and_gradients_match_dense(dtype: torch.dtype, with_gate: bool) -> None:
+    dense_sae, sparse_sae = make_sae(dtype, "dense"), make_sae(dtype, "sparse")
+    x = torch.randn(*LEADING, D_IN, dtype=dtype)
+    gate = torch.rand(*LEADING, 1, dtype=dtype) if with_gate else None
+    upstream = torch.randn(*LEADING, D_IN, dtype=dtype)
+
+    dense_x_hat = dense_sae(x, gate)
+    sparse_x_hat = sparse_sae(x, gate)
+    dense_grads = gradients(dense_sae, (dense_x_hat * upstream).sum())
+    sparse_grads = gradients(sparse_sae, (sparse_x_hat * upstream).sum())
+
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    assert_close(sparse_x_hat, dense_x_hat, **tolerance)
+    assert set(sparse_grads) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    for name in sparse_grads:
+        assert_close(sparse_grads[name], dense_grads[name], **tolerance, msg=name)
+
+
+def test_hook_acts_sees_dense_latents() -> None:
+    seen: dict[str, torch.Tensor] = {}
+    x = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+    for mode in ("dense", "sparse"):
+        sae = make_sae(torch.float64, mode)
+        handle = sae.hook_acts.register_forward_hook(
+            lambda module, inputs, acts, mode=mode: seen.__setitem__(mode, acts.detach())
+        )
+        sae(x)
+        handle.remove()
+    assert seen["sparse"].shape == (LEADING[0] * LEADING[1], D_SAE)
+    assert_close(seen["sparse"], seen["dense"])
+    assert ((seen["sparse"] != 0).sum(dim=-1) <= K).all()
+
+
+EDITS = {
+    "ablate": lambda sae, latent: ablate_latents(sae, latent),
+    "clamp": lambda sae, latent: clamp_latents(sae, latent, 3.0),
+    "steer": lambda sae, latent: steer_latents(sae, latent, 2.0),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+@pytest.mark.parametrize("inference", [False, True])
+def test_latent_edits_act_on_sparse_path(edit: str, inference: bool) -> None:
+    x = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+    outputs = {}
+    for mode in ("dense", "sparse"):
+        sae = make_sae(torch.float64, mode)
+        # Ablating must change the output, so ablate a latent that fires on the first token.
+        latent = int(sae.encode(x).reshape(-1, D_SAE)[0].argmax())
+        with torch.inference_mode(inference), EDITS[edit](sae, latent):
+            outputs[mode] = sae(x).clone()
+        with torch.inference_mode(inference):
+            outputs[f"{mode}_clean"] = sae(x).clone()
+    assert_close(outputs["sparse"], outputs["dense"])
+    assert not torch.allclose(outputs["sparse"], outputs["sparse_clean"])
+
+
+def test_in_place_edit_acts_on_sparse_path() -> None:
+    x = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+    sae = make_sae(torch.float64, "sparse")
+    clean = sae(x).detach()
+
+    def zero_in_place(module: torch.nn.Module, inputs: object, acts: torch.Tensor) -> None:
+        acts.zero_()  # returns None, so only the version counter shows the edit
+
+    handle = sae.hook_acts.register_forward_hook(zero_in_place)
+    try:
+        edited = sae(x).detach()
+    finally:
+        handle.remove()
+    assert_close(edited, sae.b_dec.detach().expand_as(edited))
+    assert not torch.allclose(edited, clean)
+
+
+def test_trainer_step_same_in_both_modes() -> None:
+    x = torch.randn(64, D_IN)
+    trained = {}
+    for mode in ("dense", "sparse"):
+        sae = make_sae(torch.float32, mode)
+        trainer = Trainer(sae, TrainingConfig(total_tokens=640, batch_size=64), progress=False)
+        metrics = trainer.train_step(x)
+        trained[mode] = (metrics, {n: p.detach().clone() for n, p in sae.named_parameters()})
+    assert trained["sparse"][0]["loss/mse"] == pytest.approx(trained["dense"][0]["loss/mse"])
+    assert trained["sparse"][0]["sparsity/l0"] == trained["dense"][0]["sparsity/l0"]
+    for name, parameter in trained["sparse"][1].items():
+        assert_close(parameter, trained["dense"][1][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_invalid_decode_mode_raises() -> None:
+    sae = make_sae(torch.float32, "fast")
+    with pytest.raises(ValueError, match="decode_mode='fast' is invalid"):
+        sae(torch.randn(2, D_IN))
+
+
+def test_auto_rule() -> None:
+    assert prefers_sparse_decode(k=32, d_sae=4608)
+    assert prefers_sparse_decode(k=144, d_sae=4608)
+    assert not prefers_sparse_decode(k=145, d_sae=4608)
+    assert not prefers_sparse_decode(k=K, d_sae=D_SAE)
+
+
+def graph_names(output: torch.Tensor) -> set[str]:
+    """Return the names of every autograd node that ``output`` depends on."""
+    names, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen.add(id(node))
+            names.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_auto_mode_follows_rule() -> None:
+    cfg = SAEConfig(d_in=D_IN, d_sae=64, architecture="topk", k=2)  # k / d_sae = 1/32
+    sparse_sae = SparseAutoencoder(cfg)
+    dense_sae = make_sae(torch.float32, "auto")  # k / d_sae = 3/13
+    assert "SparseDecodeBackward" in graph_names(sparse_sae(torch.randn(4, D_IN)))
+    assert "SparseDecodeBackward" not in graph_names(dense_sae(torch.randn(4, D_IN)))
