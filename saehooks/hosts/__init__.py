@@ -27,8 +27,12 @@ def load_host(
     name_or_path: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
     backend: Backend = "transformer_lens",
+    activation_dtype: torch.dtype | None = None,
 ) -> Host:
-    """Load a model (see ``load_hf_model``) as a host of the given backend.
+    """Load a model (see ``load_hf_model``) in ``dtype`` as a host of the given backend.
+
+    ``activation_dtype`` sets the dtype of the activations ``harvest`` returns, so that a
+    bfloat16 model can feed a float32 SAE; None keeps the model's dtype.
 
     Raises:
         ValueError: ``backend`` is not one of ``BACKENDS``.
@@ -36,11 +40,13 @@ def load_host(
     if backend == "transformer_lens":
         from saehooks.hosts.transformer_lens import TransformerLensHost
 
-        return TransformerLensHost.load(name_or_path, dtype=dtype)
+        return TransformerLensHost.load(
+            name_or_path, dtype=dtype, activation_dtype=activation_dtype
+        )
     if backend == "nnsight":
         from saehooks.hosts.nnsight import NNsightHost
 
-        return NNsightHost.load(name_or_path, dtype=dtype)
+        return NNsightHost.load(name_or_path, dtype=dtype, activation_dtype=activation_dtype)
     raise ValueError(f"backend={backend!r} is not supported; use one of {BACKENDS}")
 
 

@@ -61,9 +61,17 @@ class NNsightHost:
         model: a loaded Llama-style HF causal LM (``model.model.layers``).
         tokenizer: its HF tokenizer. Like every host, this one never adds BOS.
         model_name: the name recorded in saved SAE configs.
+        activation_dtype: dtype of the activations ``harvest`` returns, for example float32
+            from a bfloat16 model; None keeps the model's dtype.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        activation_dtype: torch.dtype | None = None,
+    ) -> None:
         bos_token_id = getattr(tokenizer, "bos_token_id", None)
         if bos_token_id is None:
             raise ValueError(
@@ -79,6 +87,7 @@ class NNsightHost:
         self.model_name = model_name
         self.tokenizer = tokenizer
         self.bos_token_id = int(bos_token_id)
+        self.activation_dtype = activation_dtype
         self.model = model
         self.lm = nnsight.TransformersModel(model, tokenizer=tokenizer)
         self.d_model = int(model.config.hidden_size)
@@ -95,11 +104,14 @@ class NNsightHost:
 
     @classmethod
     def load(
-        cls, name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32
+        cls,
+        name_or_path: str = DEFAULT_MODEL,
+        dtype: torch.dtype = torch.float32,
+        activation_dtype: torch.dtype | None = None,
     ) -> NNsightHost:
-        """Load a model with :func:`load_hf_model` and wrap it for nnsight."""
+        """Load a model in ``dtype`` with :func:`load_hf_model` and wrap it for nnsight."""
         model, tokenizer = load_hf_model(name_or_path, dtype=dtype)
-        return cls(model, tokenizer, model_label(name_or_path))
+        return cls(model, tokenizer, model_label(name_or_path), activation_dtype)
 
     # -- hook names ----------------------------------------------------------------------------
 
@@ -184,7 +196,8 @@ class NNsightHost:
         """Return the activations at ``hook_names`` for ``tokens`` ``[B, T]``.
 
         The trace stops after the deepest hooked site, with ``tracer.stop()``. It runs under
-        ``torch.no_grad()``, so the tensors are ordinary ones that need no copy.
+        ``torch.no_grad()``, so the tensors are ordinary ones that need no copy, except into
+        ``activation_dtype`` when that is set.
 
         Raises:
             ValueError: ``hook_names`` is empty or contains an unknown name.
@@ -199,7 +212,7 @@ class NNsightHost:
             visits.setdefault(name, []).append(_Saver(saved, name))
         with torch.no_grad():
             self._trace(tokens, visits, full=False)
-        return {name: saved[name] for name in names}
+        return {name: saved[name].to(dtype=self.activation_dtype) for name in names}
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Return the logits ``[B, T, vocab]`` of a full forward pass without gradients."""

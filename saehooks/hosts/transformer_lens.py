@@ -61,9 +61,17 @@ class TransformerLensHost:
         tokenizer: its HF tokenizer. The host keeps this one, which does not add BOS; the
             bridge keeps a BOS-adding copy of its own that the host never uses.
         model_name: the name recorded in saved SAE configs and in the bridge's config.
+        activation_dtype: dtype of the activations ``harvest`` returns, for example float32
+            from a bfloat16 model; None keeps the model's dtype.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        activation_dtype: torch.dtype | None = None,
+    ) -> None:
         bos_token_id = getattr(tokenizer, "bos_token_id", None)
         if bos_token_id is None:
             raise ValueError(
@@ -75,6 +83,7 @@ class TransformerLensHost:
         self.model_name = model_name
         self.tokenizer = tokenizer
         self.bos_token_id = int(bos_token_id)
+        self.activation_dtype = activation_dtype
         self.bridge = TransformerBridge.boot_transformers(
             model_name, hf_model=model, tokenizer=tokenizer, device=str(device)
         )
@@ -87,11 +96,14 @@ class TransformerLensHost:
 
     @classmethod
     def load(
-        cls, name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32
+        cls,
+        name_or_path: str = DEFAULT_MODEL,
+        dtype: torch.dtype = torch.float32,
+        activation_dtype: torch.dtype | None = None,
     ) -> TransformerLensHost:
-        """Load a model with :func:`load_hf_model` and wrap it in a bridge."""
+        """Load a model in ``dtype`` with :func:`load_hf_model` and wrap it in a bridge."""
         model, tokenizer = load_hf_model(name_or_path, dtype=dtype)
-        return cls(model, tokenizer, model_label(name_or_path))
+        return cls(model, tokenizer, model_label(name_or_path), activation_dtype)
 
     def _usable_hook_points(self) -> dict[str, HookPoint]:
         """Map every hook name that can fire on this bridge to its hook point.
@@ -141,8 +153,8 @@ class TransformerLensHost:
         """Return the activations at ``hook_names`` for ``tokens`` ``[B, T]``.
 
         The forward pass stops at the block after the deepest hooked one. The cached tensors
-        are inference tensors, which autograd rejects. Each is therefore cloned after inference
-        mode ends, at the cost of one copy of the activations.
+        are inference tensors, which autograd rejects. Each is therefore copied after inference
+        mode ends, into ``activation_dtype`` when that is set.
 
         Raises:
             ValueError: ``hook_names`` is empty or contains an unknown name.
@@ -168,7 +180,8 @@ class TransformerLensHost:
                 f"hooks {missing} did not fire in a forward pass of {self.model_name} "
                 f"stopped at block {stop_layer}"
             )
-        return {name: cache[name].clone() for name in names}
+        dtype = self.activation_dtype
+        return {name: cache[name].to(dtype=dtype, copy=True) for name in names}
 
     def logits(self, tokens: Tensor) -> Tensor:
         """Return the logits ``[B, T, vocab]`` of a full forward pass without gradients."""

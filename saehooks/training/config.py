@@ -11,6 +11,8 @@ BDecInit = Literal["geometric_median", "mean", "zeros"]
 B_DEC_INITS: tuple[str, ...] = ("geometric_median", "mean", "zeros")
 L0Penalty = Literal["step", "tanh"]
 L0_PENALTIES: tuple[str, ...] = ("step", "tanh")
+HostDtype = Literal["float32", "bfloat16"]
+HOST_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
 ConfigT = TypeVar("ConfigT")
 
@@ -49,6 +51,9 @@ class DataConfig:
     """Leave BOS positions out of the training activations."""
     shuffle_seed: int = 0
     """Seed for the order of training documents; the held-out split does not depend on it."""
+    host_dtype: HostDtype = "float32"
+    """Dtype the host model runs in, 'float32' or 'bfloat16'. Activations are cast to float32 as
+    they leave the host, and the SAE trains in its own dtype."""
 
     def __post_init__(self) -> None:
         if self.context_size < 2:
@@ -63,6 +68,8 @@ class DataConfig:
             raise ValueError(
                 f"eval_fraction={self.eval_fraction} must lie in the open range (0, 1)"
             )
+        if self.host_dtype not in HOST_DTYPES:
+            raise ValueError(f"host_dtype={self.host_dtype!r} is invalid; use one of {HOST_DTYPES}")
 
 
 @dataclass(frozen=True)

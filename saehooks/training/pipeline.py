@@ -17,6 +17,7 @@ from saehooks.hosts import Host, load_host
 from saehooks.io import save_sae
 from saehooks.resampling import RemedyConfig, build_remedies
 from saehooks.sae import SAEConfig
+from saehooks.sae.config import DTYPES
 from saehooks.training.config import DataConfig, TrainingConfig
 from saehooks.training.trainer import Trainer, TrainResult, new_sae
 
@@ -49,6 +50,12 @@ def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
         seed=data_cfg.shuffle_seed,
         eval_fraction=data_cfg.eval_fraction,
     )
+
+
+def load_training_host(data_cfg: DataConfig) -> Host:
+    """Load the host ``data_cfg`` names, in ``data_cfg.host_dtype``, harvesting float32."""
+    dtype = DTYPES[data_cfg.host_dtype]
+    return load_host(data_cfg.model, dtype=dtype, activation_dtype=torch.float32)
 
 
 def repeated_train_batches(stream: TokenStream, batch_size: int) -> Iterator[torch.Tensor]:
@@ -87,14 +94,14 @@ def train_sae(
     """Train one SAE on live activations of ``data_cfg.hook_name`` and save it under ``out_dir``.
 
     ``sae_cfg.d_in`` must equal the width of the activations at the hook. When ``host`` is None,
-    the host named by ``data_cfg.model`` is loaded. ``remedy_cfg`` picks a dead-latent remedy
-    (none by default). Ctrl-C stops training cleanly and the SAE trained so far is saved. A folder
-    that already holds a run is replaced only with ``overwrite``, which first deletes the old
-    run's metrics and evaluation files.
+    the host named by ``data_cfg.model`` is loaded in ``data_cfg.host_dtype``. ``remedy_cfg``
+    picks a dead-latent remedy (none by default). Ctrl-C stops training cleanly and the SAE
+    trained so far is saved. A folder that already holds a run is replaced only with
+    ``overwrite``, which first deletes the old run's metrics and evaluation files.
     """
     run_dir = Path(out_dir)
     prepare_run_folder(run_dir, overwrite)
-    host = host if host is not None else load_host(data_cfg.model)
+    host = host if host is not None else load_training_host(data_cfg)
     hook_name = host.resolve_hook(data_cfg.hook_name)
     width = activation_width(host, hook_name)
     if sae_cfg.d_in != width:
