@@ -58,6 +58,18 @@ def save_tiny_llama(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def tiny_word_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 120 text files of 5 to 39 random words of the tiny vocabulary (w0 .. w60)."""
+    folder = tmp_path_factory.mktemp("word-corpus")
+    generator = torch.Generator().manual_seed(3)
+    for index in range(120):
+        length = int(torch.randint(5, 40, (1,), generator=generator))
+        words = torch.randint(0, 61, (length,), generator=generator)
+        (folder / f"doc{index:03d}.txt").write_text(" ".join(f"w{int(w)}" for w in words))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     save_tiny_llama(folder)

@@ -10,12 +10,13 @@ import pytest
 from saehooks import pretrained
 from saehooks.evaluation.saved_run import evaluate_saved
 
-# The index records 'saehooks eval --eval-tokens 2048': the first 2 held-out batches of 8
-# contexts. This test evaluates the same batches through the same code path, so the FVU can
-# differ only by the order of floating-point sums. The tolerance is far above that and far
-# below the spread between batch sets: the layer-6 SAE scores FVU 0.0787 on these 2 batches,
-# 0.0857 on the first 8 and 0.0827 on the first 24 (2 CPU cores, December 2026).
-EVAL_TOKENS = 2048
+# The index records 'saehooks eval --eval-tokens 2032': the first 16 held-out contexts of 127
+# tokens after BOS, in 2 batches of 8. This test evaluates the same batches through the same
+# code path, so the FVU can differ only by the order of floating-point sums. The tolerance is
+# far above that and far below the spread between batch sets: the layer-6 SAE scores FVU 0.0787
+# on these 2 batches, 0.0857 on the first 8 and 0.0827 on the first 24 (2 CPU cores, December
+# 2026).
+EVAL_TOKENS = 2032
 RELATIVE_TOLERANCE = 1e-3
 
 

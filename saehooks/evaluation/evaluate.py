@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -294,17 +294,33 @@ def write_metrics(result: EvalResult, path: str | Path) -> Path:
         key: None if isinstance(value, float) and math.isnan(value) else value
         for key, value in result.to_dict().items()
     }
-    file_descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = create_temporary_beside(path)
     try:
-        with os.fdopen(file_descriptor, "w") as file:
+        with open(temporary, "w", encoding="utf-8") as file:
             json.dump(values, file, indent=2)
             file.write("\n")
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private to its owner
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def create_temporary_beside(path: Path) -> Path:
+    """Create an empty file with a unique hidden name in ``path``'s folder, to rename onto it.
+
+    The file gets mode 0o666 less the process umask, as ``open`` gives a new file (0o644 under
+    the usual umask 0o022). ``tempfile.mkstemp`` would give 0o600 instead.
+    """
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            file_descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(file_descriptor)
+        return candidate
+    raise FileExistsError(f"could not create a temporary file beside {path}; 100 names were taken")
 
 
 TABLE_ROWS = (

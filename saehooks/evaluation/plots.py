@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from saehooks.evaluation.evaluate import Evaluation, format_table
+from saehooks.evaluation.evaluate import Evaluation, create_temporary_beside, format_table
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +43,12 @@ def log10_density(feature_density: torch.Tensor) -> torch.Tensor:
 
 def _write_png(figure: object, path: Path) -> Path:
     """Save a matplotlib figure to a temporary name beside ``path`` and rename it into place."""
-    file_descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(file_descriptor)
+    temporary = create_temporary_beside(path)
     try:
         figure.savefig(temporary, format="png", dpi=100)  # type: ignore[attr-defined]  # a Figure
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private to its owner
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -132,13 +129,12 @@ def write_report(evaluation: Evaluation, folder: str | Path, title: str) -> Repo
         pictures = []
 
     report = folder / REPORT_FILENAME
-    file_descriptor, temporary = tempfile.mkstemp(prefix=f".{report.name}.", dir=folder)
+    temporary = create_temporary_beside(report)
     try:
-        with os.fdopen(file_descriptor, "w", encoding="utf-8") as file:
+        with open(temporary, "w", encoding="utf-8") as file:
             file.write(format_report(evaluation, title, pictures))
-        os.chmod(temporary, 0o644)
         os.replace(temporary, report)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return ReportFiles(report, pictures)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from saehooks.data import TokenStream, load_corpus
@@ -48,15 +51,20 @@ def evaluate_saved(
     """Evaluate the SAE at ``path`` and write ``metrics.json`` beside it.
 
     The host, hook, corpus, context size and held-out fraction come from the SAE's ``cfg.json``
-    (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. At most
-    ``eval_tokens`` held-out tokens are used, in whole contexts. Returns the result and the path
-    of the metrics file, which goes into the run folder when ``path`` is one. ``progress`` shows
-    a progress bar over the batches on stderr. ``backend`` chooses the host library when
-    ``host`` is None. ``report`` also writes ``report.md`` and, with matplotlib installed, the
-    feature-density and L0 histograms beside the metrics file.
+    (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. Exactly
+    ``eval_tokens`` held-out tokens after BOS are evaluated (the result's ``n_tokens``) when the
+    held-out split has that many: whole contexts, with the last one or two cut short (see
+    ``context_lengths``). Returns the result and the path of the metrics file, which goes into
+    the run folder when ``path`` is one. ``progress`` shows a progress bar over the batches on
+    stderr. ``backend`` chooses the host library when ``host`` is None. ``report`` also writes
+    ``report.md`` and, with matplotlib installed, the feature-density and L0 histograms beside
+    the metrics file.
     """
-    if eval_tokens < 1:
-        raise ValueError(f"eval_tokens={eval_tokens} must be positive")
+    if eval_tokens < 2:
+        raise ValueError(
+            f"eval_tokens={eval_tokens} is too few; evaluate at least 2 tokens, so that one "
+            "next-token prediction is scored"
+        )
     sae_dir = find_sae_folder(path)
     sae = load_sae(sae_dir)
     metadata = _read_metadata(sae_dir)
@@ -74,10 +82,21 @@ def evaluate_saved(
         bos_token_id=host.bos_token_id,
         eval_fraction=float(metadata.get("eval_fraction", 0.03)),
     )
-    n_batches = max(1, eval_tokens // (context_size * batch_size))
-    batches = itertools.islice(stream.batches("eval", batch_size), n_batches)
-    batches = tqdm(batches, total=n_batches, desc="evaluating", unit="batch", disable=not progress)
+    lengths = context_lengths(eval_tokens, context_size - 1)
+    batches = tqdm(
+        held_out_batches(stream, lengths, batch_size),
+        total=count_batches(lengths, batch_size),
+        desc="evaluating",
+        unit="batch",
+        disable=not progress,
+    )
     evaluation = run_evaluation(host, sae, batches, hook_name)
+    if evaluation.result.n_tokens < eval_tokens:
+        logger.warning(
+            "the held-out split ran out after %d of the %d requested tokens",
+            evaluation.result.n_tokens,
+            eval_tokens,
+        )
 
     run_dir = sae_dir.parent if sae_dir.name == SAE_SUBFOLDER else sae_dir
     metrics_path = write_metrics(evaluation.result, run_dir / METRICS_FILENAME)
@@ -86,6 +105,54 @@ def evaluate_saved(
         files = write_report(evaluation, run_dir, f"{sae.cfg.architecture} SAE at {hook_name}")
         logger.info("wrote %s", ", ".join(str(p) for p in [files.report, *files.pictures]))
     return evaluation.result, metrics_path
+
+
+def context_lengths(eval_tokens: int, body_size: int) -> list[int]:
+    """Split ``eval_tokens`` into the token counts after BOS of consecutive held-out contexts.
+
+    Every context contains ``body_size`` tokens after BOS except the last one or two, which are cut
+    so that the counts add up to ``eval_tokens``. A context needs at least 2 tokens after BOS
+    (evaluation scores predictions made after BOS), so a remainder of 1 is covered by a full
+    context shortened by one and a context of 2. With ``body_size`` 2 an odd ``eval_tokens``
+    cannot be met and the sum is ``eval_tokens - 1``.
+    """
+    if body_size < 2:
+        raise ValueError(
+            f"contexts of {body_size + 1} tokens are too short to evaluate; the SAE's "
+            "context_size must be at least 3"
+        )
+    full, rest = divmod(eval_tokens, body_size)
+    lengths = [body_size] * full
+    if rest >= 2:
+        lengths.append(rest)
+    elif rest == 1 and full >= 1 and body_size >= 3:
+        lengths[-1:] = [body_size - 1, 2]
+    return lengths
+
+
+def held_out_batches(
+    stream: TokenStream, lengths: list[int], batch_size: int
+) -> Iterator[torch.Tensor]:
+    """Yield ``[B, 1 + length]`` batches of held-out contexts cut to ``lengths``.
+
+    Consecutive contexts of one length share a batch of at most ``batch_size`` rows. The
+    batches stop early when the held-out split has fewer contexts than ``lengths``.
+    """
+    pending: list[torch.Tensor] = []
+    for length, context in zip(lengths, stream.contexts("eval"), strict=False):
+        cut = context[: length + 1]  # BOS and `length` tokens
+        if pending and (len(pending) == batch_size or len(pending[0]) != len(cut)):
+            yield torch.stack(pending)  # [B, 1 + length]
+            pending = []
+        pending.append(cut)
+    if pending:
+        yield torch.stack(pending)
+
+
+def count_batches(lengths: list[int], batch_size: int) -> int:
+    """Return how many batches ``held_out_batches`` yields for ``lengths`` from a long split."""
+    groups = [len(list(group)) for _, group in itertools.groupby(lengths)]
+    return sum(math.ceil(size / batch_size) for size in groups)
 
 
 def _read_metadata(sae_dir: Path) -> dict[str, Any]:
