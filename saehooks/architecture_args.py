@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from saehooks.config_args import add_config_arguments, config_from_args, field_docs
+from saehooks.config_args import (
+    add_config_arguments,
+    config_from_args,
+    field_docs,
+    record_flags,
+)
 from saehooks.sae import COMPOSITE_CONFIGS, SAE_CLASSES, CompositeConfig, SAEConfig
 from saehooks.sae.config import K_ARCHITECTURES
 
@@ -34,6 +39,7 @@ def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
         default=default,
         help=f"{field_docs(SAEConfig)['architecture']} {COMPOSITE_HELP} (default: {default})",
     )
+    record_flags(parser, {"architecture": "--architecture"})
     for config_class in COMPOSITE_CONFIGS.values():
         add_config_arguments(parser, config_class, skip=SHARED_FIELDS)
 

@@ -9,11 +9,22 @@ import sys
 from pathlib import Path
 
 from saehooks.architecture_args import add_architecture_arguments, sae_config_from_args
-from saehooks.config_args import add_config_arguments, config_from_args
+from saehooks.config_args import (
+    FLAGS_DEST,
+    add_config_arguments,
+    config_from_args,
+    name_flags,
+    record_flags,
+)
 from saehooks.resampling import RemedyConfig
+from saehooks.sae import COMPOSITE_CONFIGS, SAE_CLASSES
+from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
 
 DEFAULT_D_SAE = 4608
+PLAIN_WITHOUT_K = tuple(
+    name for name in SAE_CLASSES if name not in K_ARCHITECTURES and name not in COMPOSITE_CONFIGS
+)
 DEFAULT_TOPK_K = 32
 DEFAULT_EVAL_TOKENS = 24_576
 
@@ -36,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-tokens",
         type=int,
         default=DEFAULT_EVAL_TOKENS,
-        help="held-out tokens to evaluate on after training, 0 to skip "
-        f"(default: {DEFAULT_EVAL_TOKENS})",
+        help="held-out tokens after BOS to evaluate on after training, at least 2, or 0 to "
+        f"skip; whole contexts, the last one or two cut short (default: {DEFAULT_EVAL_TOKENS})",
     )
     train.add_argument("--quiet", action="store_true", help="hide the progress bar")
     train.add_argument(
@@ -47,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_architecture_arguments(train)
     train.add_argument(
         "--d-sae",
-        type=int,
+        type=positive_int,
         default=DEFAULT_D_SAE,
         help=f"number of latents (default: {DEFAULT_D_SAE})",
     )
@@ -59,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_TOPK_K} for those three); per selected expert by moe (default: 16), "
         f"per token by the parent of hierarchical (default: 8) and by deep (default: 32)",
     )
+    record_flags(train, {"d_sae": "--d-sae", "k": "--k", "eval_tokens": "--eval-tokens"})
     add_config_arguments(train, DataConfig)
     add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
     add_config_arguments(train, RemedyConfig)
@@ -71,10 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-tokens",
         type=int,
         default=DEFAULT_EVAL_TOKENS,
-        help=f"held-out tokens to evaluate on (default: {DEFAULT_EVAL_TOKENS})",
+        help="held-out tokens after BOS to evaluate on, at least 2; whole contexts, the last "
+        f"one or two cut short (default: {DEFAULT_EVAL_TOKENS})",
     )
     evaluate.add_argument("--corpus", default=None, help="override the corpus stored with the SAE")
     add_backend_argument(evaluate)
+    record_flags(evaluate, {"eval_tokens": "--eval-tokens"})
+
+    hooks = commands.add_parser(
+        "hooks",
+        help="list the hook names a model has on the chosen --backend, one per line "
+        "(nnsight has only the residual stream and the attention and MLP outputs)",
+    )
+    hooks.add_argument(
+        "model", help="'smollm2', a local Hugging Face model folder, or a hub name when online"
+    )
+    hooks.add_argument(
+        "--filter",
+        default=None,
+        metavar="SUBSTRING",
+        help="list only the names that contain SUBSTRING, for example resid_post",
+    )
+    add_backend_argument(hooks)
 
     pretrained = commands.add_parser("pretrained", help="the registry of pretrained dictionaries")
     pretrained_commands = pretrained.add_subparsers(dest="pretrained_command", required=True)
@@ -91,6 +121,14 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """Parse a command-line integer that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def run_train(args: argparse.Namespace) -> int:
     from saehooks.evaluation.evaluate import format_table
     from saehooks.evaluation.saved_run import evaluate_saved
@@ -100,6 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
     remedy_cfg = config_from_args(RemedyConfig, args)
+    check_train_options(args, data_cfg, remedy_cfg)
     host = load_host(data_cfg.model, backend=args.backend)
     width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
     sae_cfg = sae_config_from_args(args, d_in=width, default_k=DEFAULT_TOPK_K)
@@ -130,6 +169,48 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_train_options(
+    args: argparse.Namespace, data_cfg: DataConfig, remedy_cfg: RemedyConfig
+) -> None:
+    """Validate every training option that does not need the host model, before it loads.
+
+    Only the hook name and the activation width (the SAE's d_in) wait for the model.
+    """
+    from saehooks.data import load_corpus
+    from saehooks.resampling.latents import latent_parameters
+    from saehooks.training.pipeline import check_run_folder
+    from saehooks.training.trainer import new_sae
+
+    if args.eval_tokens < 0 or args.eval_tokens == 1:
+        raise ValueError(
+            f"eval_tokens={args.eval_tokens} is invalid; evaluate at least 2 tokens, or pass 0 "
+            "to skip the evaluation"
+        )
+    check_run_folder(args.out, args.overwrite)
+    load_corpus(data_cfg.corpus, data_cfg.text_field)
+
+    if args.k is not None and args.architecture in PLAIN_WITHOUT_K:
+        raise ValueError(
+            f"--k applies only to --architecture {', '.join(K_ARCHITECTURES)} and the "
+            f"composites, but the architecture is {args.architecture!r}; drop --k"
+        )
+    # d_in=1 is a placeholder for the width until the model has loaded. No SAE config rule uses
+    # d_in beyond d_in >= 1, and an SAE that narrow costs next to nothing to build.
+    sae_cfg = sae_config_from_args(args, d_in=1, default_k=DEFAULT_TOPK_K)
+    if remedy_cfg.remedy == "none":
+        return
+    try:
+        latent_parameters(new_sae(sae_cfg, seed=0), remedy_cfg.remedy)
+    except ValueError as error:
+        raise ValueError(
+            f"remedy={remedy_cfg.remedy!r} cannot edit a {sae_cfg.architecture!r} SAE, because "
+            "it needs one encoder column, encoder bias and decoder row per latent; use "
+            "remedy='none' or another architecture"
+        ) from error
+    if remedy_cfg.remedy == "auxk" and remedy_cfg.k_aux > sae_cfg.d_sae:
+        raise ValueError(f"k_aux={remedy_cfg.k_aux} exceeds d_sae={sae_cfg.d_sae}; lower k_aux")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from saehooks.evaluation.evaluate import format_table
     from saehooks.evaluation.saved_run import evaluate_saved
@@ -139,6 +220,22 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     print(f"metrics written to {metrics_path}")
+    return 0
+
+
+def run_hooks(args: argparse.Namespace) -> int:
+    from saehooks.hosts import load_host
+
+    host = load_host(args.model, backend=args.backend)
+    names = host.hook_names()
+    if args.filter is not None:
+        names = [name for name in names if args.filter in name]
+        if not names:
+            raise ValueError(
+                f"no hook name of {host.model_name} contains {args.filter!r}; run without "
+                f"--filter to list all {len(host.hook_names())} names"
+            )
+    print("\n".join(names))
     return 0
 
 
@@ -169,9 +266,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(args)
         if args.command == "pretrained":
             return run_pretrained(args)
+        if args.command == "hooks":
+            return run_hooks(args)
         return run_eval(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as error:
+        # Messages name config fields such as total_tokens, but the user typed flags (--tokens).
+        print(f"error: {name_flags(str(error), getattr(args, FLAGS_DEST, {}))}", file=sys.stderr)
         return 2
 
 

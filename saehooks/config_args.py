@@ -6,9 +6,13 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from typing import Any, Literal
+
+# The parsed options keep, under this name, the command-line flag that sets each config field.
+FLAGS_DEST = "config_flags"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -86,6 +90,32 @@ def add_config_arguments(
         if default is not dataclasses.MISSING:
             help_text += f" (default: {default})"
         group.add_argument(flag, dest=field.name, default=default, help=help_text, **kwargs)
+        record_flags(parser, {field.name: flag})
+
+
+def record_flags(parser: argparse.ArgumentParser, flags: dict[str, str]) -> None:
+    """Record which flag sets each field, so that ``name_flags`` can rewrite error messages.
+
+    The map lands in the parsed options as ``args.config_flags``.
+    """
+    known = dict(parser.get_default(FLAGS_DEST) or {})
+    known.update(flags)
+    parser.set_defaults(**{FLAGS_DEST: known})
+
+
+def name_flags(message: str, flags: dict[str, str]) -> str:
+    """Replace the config field names in ``message`` by the flags that set them.
+
+    A name with an underscore is replaced wherever it occurs as a whole word. A name without one
+    (``lr``, ``k``, ``model``) is replaced only where it reads ``name=value``, because such words
+    also occur in plain prose. ``total_tokens=0 must be positive`` becomes ``--tokens=0 must be
+    positive``.
+    """
+    for name in sorted(flags, key=len, reverse=True):
+        ending = r"\b" if "_" in name else r"(?==)"
+        pattern = rf"(?<![\w-]){re.escape(name)}{ending}"
+        message = re.sub(pattern, flags[name], message)
+    return message
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
-from saehooks.cli import build_parser
-from saehooks.config_args import add_config_arguments, config_from_args, field_docs
+from saehooks.cli import build_parser, main
+from saehooks.config_args import add_config_arguments, config_from_args, field_docs, name_flags
 from saehooks.training.config import DataConfig, TrainingConfig
 
 
@@ -66,3 +67,126 @@ def test_help_lists_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--tokens" in out
     assert "(default: 1000000)" in out
     assert "blocks.6.hook_resid_post" in out
+
+
+def test_name_flags_rewrites_field_names() -> None:
+    flags = {"total_tokens": "--tokens", "k": "--k", "d_sae": "--d-sae", "model": "--model"}
+
+    assert name_flags("total_tokens=0 must be positive", flags) == "--tokens=0 must be positive"
+    assert name_flags("use 1 <= k <= d_sae=64", flags) == "use 1 <= k <= --d-sae=64"
+    assert name_flags("k=0 is invalid", flags) == "--k=0 is invalid"
+    # Names without an underscore are ordinary words in prose and stay unless they read name=.
+    assert name_flags("the model did not load", flags) == "the model did not load"
+    assert name_flags("lower max_total_tokens", flags) == "lower max_total_tokens"
+
+
+def no_model_args(tmp_path: Path, *options: str) -> list[str]:
+    """``train`` options whose --model folder does not exist, so loading it would fail."""
+    return [
+        "train",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--out",
+        str(tmp_path / "run"),
+        *options,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--tokens", "0"], "--tokens=0 must be positive"),
+        (["--k", "0"], "--k=0 is invalid for --architecture='topk'"),
+        (["--d-sae", "64", "--k", "65"], "use 1 <= k <= --d-sae=64"),
+        (["--architecture", "relu", "--k", "4"], "drop --k"),
+        (["--architecture", "moe", "--n-experts", "7"], "--n-experts=7 must be at least 2"),
+        (["--architecture", "matryoshka"], "--architecture='matryoshka' needs --matryoshka-widths"),
+        (["--remedy", "auxk", "--d-sae", "64", "--k", "4"], "--k-aux=512 exceeds --d-sae=64"),
+        (["--architecture", "gated", "--remedy", "reinit"], "--remedy='reinit' cannot edit"),
+        (["--eval-tokens", "1"], "--eval-tokens=1 is invalid"),
+        (["--eval-tokens", "-5"], "--eval-tokens=-5 is invalid"),
+        (["--corpus", "no-such-corpus.txt"], "invalid corpus spec 'no-such-corpus.txt'"),
+        (["--buffer-tokens", "1"], "--buffer-tokens=1 must be at least 2"),
+    ],
+)
+def test_train_errors_name_flags_before_loading(
+    options: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(no_model_args(tmp_path, *options)) == 2
+
+    error = capsys.readouterr().err
+    assert message in error
+    assert "no-model" not in error  # the model was never loaded
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_rejected_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "run" / "sae").mkdir(parents=True)
+
+    assert main(no_model_args(tmp_path)) == 2
+    error = capsys.readouterr().err
+    assert "already holds a training run" in error
+    assert "no-model" not in error
+
+
+def test_missing_model_still_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("w1 w2 w3\n", encoding="utf-8")
+    assert main(no_model_args(tmp_path, "--corpus", str(corpus))) == 2
+    assert "no-model" in capsys.readouterr().err
+
+
+def test_d_sae_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--d-sae", "0"])
+    assert "argument --d-sae: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_eval_tokens_error_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(tmp_path), "--eval-tokens", "1"]) == 2
+    assert "error: --eval-tokens=1 is too few" in capsys.readouterr().err
+
+
+def test_hooks_lists_names_per_backend(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["hooks", str(tiny_model_dir), "--filter", "blocks.1."]) == 0
+    transformer_lens = capsys.readouterr().out.splitlines()
+    assert (
+        main(["hooks", str(tiny_model_dir), "--filter", "blocks.1.", "--backend", "nnsight"]) == 0
+    )
+    nnsight = capsys.readouterr().out.splitlines()
+
+    assert "blocks.1.hook_resid_post" in transformer_lens
+    assert "blocks.1.attn.hook_pattern" in transformer_lens
+    assert all(name.startswith("blocks.1.") for name in transformer_lens)
+    assert sorted(nnsight) == [
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_mlp_out",
+        "blocks.1.hook_resid_post",
+        "blocks.1.hook_resid_pre",
+    ]
+
+
+def test_hooks_filter_without_match(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["hooks", str(tiny_model_dir), "--filter", "hook_nothing"]) == 2
+    error = capsys.readouterr().err
+    assert "no hook name of" in error
+    assert "contains 'hook_nothing'" in error

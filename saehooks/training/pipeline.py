@@ -169,8 +169,13 @@ def train_sae(
 RUN_OUTPUT_PATTERNS = (RUN_FILENAME, TRAIN_METRICS_FILENAME, "metrics.json", "*.png", "report.md")
 
 
-def prepare_run_folder(run_dir: Path, overwrite: bool) -> None:
-    """Create ``run_dir``, or clear the outputs of an earlier run in it when ``overwrite``."""
+def check_run_folder(run_dir: Path, overwrite: bool) -> bool:
+    """Check that a run may be written to ``run_dir``, and return whether it contains one already.
+
+    Raises:
+        ValueError: ``run_dir`` is a file.
+        FileExistsError: ``run_dir`` contains a run and ``overwrite`` is False.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"the run folder {run_dir} is a file; pass a folder path as --out")
     holds_run = (run_dir / RUN_FILENAME).exists() or (run_dir / SAE_SUBFOLDER).exists()
@@ -179,6 +184,12 @@ def prepare_run_folder(run_dir: Path, overwrite: bool) -> None:
             f"{run_dir} already holds a training run; choose another --out or pass --overwrite "
             "to replace it"
         )
+    return holds_run
+
+
+def prepare_run_folder(run_dir: Path, overwrite: bool) -> None:
+    """Create ``run_dir``, or clear the outputs of an earlier run in it when ``overwrite``."""
+    holds_run = check_run_folder(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     if holds_run:
         for pattern in RUN_OUTPUT_PATTERNS:
