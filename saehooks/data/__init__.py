@@ -1,4 +1,4 @@
-"""Corpus sources, token packing and the activation buffer."""
+"""Corpus sources, token packing, the activation buffer and on-disk activation shards."""
 
 from saehooks.data.buffer import ActivationBuffer, HarvestFn, activation_chunks
 from saehooks.data.corpus import (
@@ -9,12 +9,15 @@ from saehooks.data.corpus import (
     text_files_corpus,
     wiki_corpus,
 )
+from saehooks.data.shards import ActivationShards, ShardWriter
 from saehooks.data.tokens import Split, Tokenizer, TokenStream
 
 __all__ = [
     "ActivationBuffer",
+    "ActivationShards",
     "Corpus",
     "HarvestFn",
+    "ShardWriter",
     "Split",
     "TokenStream",
     "Tokenizer",

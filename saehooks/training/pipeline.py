@@ -90,6 +90,7 @@ def train_sae(
     progress: bool = True,
     remedy_cfg: RemedyConfig | None = None,
     overwrite: bool = False,
+    activations: str | Path | None = None,
 ) -> TrainOutcome:
     """Train one SAE on live activations of ``data_cfg.hook_name`` and save it under ``out_dir``.
 
@@ -98,7 +99,25 @@ def train_sae(
     picks a dead-latent remedy (none by default). Ctrl-C stops training cleanly and the SAE
     trained so far is saved. A folder that already holds a run is replaced only with
     ``overwrite``, which first deletes the old run's metrics and evaluation files.
+
+    With ``activations``, a shard folder written by ``harvest_shards``, the SAE trains on the
+    stored activations at ``data_cfg.hook_name`` instead, and no host is loaded. The other data
+    settings then come from the shard manifest, except ``buffer_tokens``.
     """
+    if activations is not None:
+        from saehooks.training.multi import SAEJob, train_saes  # multi imports this module
+
+        job = SAEJob(
+            dataclasses.replace(sae_cfg, hook_name=data_cfg.hook_name),
+            train_cfg,
+            out_dir,
+            remedy_cfg if remedy_cfg is not None else RemedyConfig(),
+        )
+        outcomes = train_saes(
+            [job], data_cfg, activations=activations, progress=progress, overwrite=overwrite
+        )
+        return outcomes[0]
+
     run_dir = Path(out_dir)
     prepare_run_folder(run_dir, overwrite)
     host = host if host is not None else load_training_host(data_cfg)
@@ -139,7 +158,21 @@ def train_sae(
     )
     trainer.initialize(buffer.unserved())
     result = trainer.fit(buffer)
+    return save_run(run_dir, trainer, data_cfg, remedy_cfg, result)
 
+
+def save_run(
+    run_dir: Path,
+    trainer: Trainer,
+    data_cfg: DataConfig,
+    remedy_cfg: RemedyConfig,
+    result: TrainResult,
+    activations: Path | None = None,
+) -> TrainOutcome:
+    """Save the trained SAE under ``run_dir/sae`` and every config in ``run.json``.
+
+    ``activations`` is the shard folder the SAE trained on, or None for live activations.
+    """
     extra = {
         "training_tokens": result.tokens,
         "context_size": data_cfg.context_size,
@@ -152,16 +185,16 @@ def train_sae(
         "input_scale_folded": trainer.scale,
     }
     sae_dir = save_sae(trainer.export(), run_dir / SAE_SUBFOLDER, extra=extra)
-    write_json(
-        run_dir / RUN_FILENAME,
-        {
-            "sae": sae_cfg.to_dict(),
-            "data": dataclasses.asdict(data_cfg),
-            "training": train_cfg.to_dict(),
-            "remedy": remedy_cfg.to_dict(),
-            "result": dataclasses.asdict(result),
-        },
-    )
+    run = {
+        "sae": trainer.sae.cfg.to_dict(),
+        "data": dataclasses.asdict(data_cfg),
+        "training": trainer.cfg.to_dict(),
+        "remedy": remedy_cfg.to_dict(),
+        "result": dataclasses.asdict(result),
+    }
+    if activations is not None:
+        run["activations"] = str(activations)
+    write_json(run_dir / RUN_FILENAME, run)
     return TrainOutcome(run_dir=run_dir, sae_dir=sae_dir, result=result)
 
 

@@ -1,0 +1,294 @@
+"""Activation shards on a tiny real host: harvest, read back, train, and every rejected folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from saehooks.data import ActivationShards
+from saehooks.hosts import TransformerLensHost
+from saehooks.io import load_sae
+from saehooks.sae import SAEConfig
+from saehooks.training.config import DataConfig, TrainingConfig
+from saehooks.training.harvest import harvest_shards
+from saehooks.training.multi import SAEJob, train_saes
+from saehooks.training.pipeline import token_stream, train_sae
+
+HOOK = "blocks.1.hook_resid_post"
+DEEPER_HOOK = "blocks.2.hook_resid_post"
+TRAIN_TOKENS = 1600
+# The buffer may read up to one capacity beyond the budget before training stops, and a shard
+# run equals a live run only when the shards hold those activations too.
+HARVEST_TOKENS = 2400
+
+
+@pytest.fixture(scope="module")
+def word_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .jsonl corpus of 400 documents in the tiny model's vocabulary (w0 .. w60)."""
+    generator = torch.Generator().manual_seed(3)
+    lengths = torch.randint(5, 40, (400,), generator=generator)
+    documents = []
+    for length in lengths.tolist():
+        words = torch.randint(0, 61, (length,), generator=generator).tolist()
+        documents.append(json.dumps({"text": " ".join(f"w{word}" for word in words)}))
+    path = tmp_path_factory.mktemp("corpus") / "documents.jsonl"
+    path.write_text("\n".join(documents) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_cfg(tiny_model_dir: Path, word_corpus: Path) -> DataConfig:
+    return DataConfig(
+        model=str(tiny_model_dir),
+        hook_name=HOOK,
+        corpus=str(word_corpus),
+        context_size=16,
+        harvest_batch_size=4,
+        buffer_tokens=256,
+        eval_fraction=0.2,
+    )
+
+
+@pytest.fixture(scope="module")
+def shard_dir(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    folder = tmp_path_factory.mktemp("shards")
+    harvest_shards(
+        data_cfg,
+        [HOOK, DEEPER_HOOK],
+        folder,
+        HARVEST_TOKENS,
+        host=tiny_host,
+        shard_tokens=500,
+        overwrite=True,
+        progress=False,
+    )
+    return folder
+
+
+def train_cfg(**changes: object) -> TrainingConfig:
+    values: dict[str, object] = {
+        "total_tokens": TRAIN_TOKENS,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "lr_warmup_steps": 5,
+    }
+    values.update(changes)
+    return TrainingConfig(**values)  # type: ignore[arg-type]  # test helper forwards keywords
+
+
+def sae_weights(sae_dir: Path) -> dict[str, torch.Tensor]:
+    return load_sae(sae_dir).state_dict()
+
+
+def assert_same_weights(left: Path, right: Path) -> None:
+    left_weights, right_weights = sae_weights(left), sae_weights(right)
+    assert left_weights.keys() == right_weights.keys()
+    for name in left_weights:
+        assert torch.equal(left_weights[name], right_weights[name]), name
+
+
+def test_manifest_records_the_harvest(shard_dir: Path, data_cfg: DataConfig) -> None:
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    # 15 activations per 16-token context after BOS; 2400 needs 160 whole contexts.
+    assert manifest["num_tokens"] == 2400
+    assert manifest["num_contexts"] == 160
+    assert manifest["hooks"] == {HOOK: 32, DEEPER_HOOK: 32}
+    assert manifest["dtype"] == "float32"
+    assert manifest["context_size"] == 16
+    assert manifest["drop_bos"] is True
+    assert manifest["data"]["corpus"] == data_cfg.corpus
+    assert manifest["data"]["shuffle_seed"] == 0
+    # Shards close on the first whole batch of 4 contexts (60 rows) at or past 500 rows.
+    assert [shard["num_tokens"] for shard in manifest["shards"]] == [540, 540, 540, 540, 240]
+    assert not list(shard_dir.glob(".*tmp"))
+
+
+def test_shards_equal_live_harvest(
+    shard_dir: Path, tiny_host: TransformerLensHost, data_cfg: DataConfig
+) -> None:
+    shards = ActivationShards(shard_dir)
+    token_ids = torch.cat(list(shards.token_ids()))  # [160, 16]
+    live_batches = list(token_stream(data_cfg, tiny_host).batches("train", 4))
+    live_tokens = torch.cat(live_batches)[:160]
+    assert torch.equal(token_ids, live_tokens)
+    assert bool((token_ids[:, 0] == tiny_host.bos_token_id).all())
+
+    for hook in (HOOK, DEEPER_HOOK):
+        stored = torch.cat(list(shards.chunks(hook, chunk_tokens=7)))  # [2400, 32]
+        live = torch.cat(
+            [
+                tiny_host.harvest(tokens, [hook])[hook][:, 1:].reshape(-1, 32)
+                for tokens in live_batches[:40]
+            ]
+        )
+        assert stored.shape == (2400, 32)
+        assert torch.equal(stored, live), hook
+
+
+def test_bfloat16_shards_store_rounded_acts(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, shard_dir: Path, tmp_path: Path
+) -> None:
+    harvest_shards(
+        data_cfg, [HOOK], tmp_path, 300, host=tiny_host, dtype="bfloat16", progress=False
+    )
+    half = torch.cat(list(ActivationShards(tmp_path).chunks(HOOK)))
+    full = torch.cat(list(ActivationShards(shard_dir).chunks(HOOK)))[:300]
+    assert half.dtype == torch.bfloat16
+    assert torch.equal(half, full.to(torch.bfloat16))
+
+
+def test_shard_training_equals_live_training(
+    shard_dir: Path, tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    live = train_sae(sae_cfg, data_cfg, train_cfg(), tmp_path / "live", tiny_host, progress=False)
+    stored = train_sae(
+        sae_cfg, data_cfg, train_cfg(), tmp_path / "shards", progress=False, activations=shard_dir
+    )
+    assert stored.result.steps == live.result.steps == 50
+    assert_same_weights(live.sae_dir, stored.sae_dir)
+    live_lines = (tmp_path / "live" / "train_metrics.jsonl").read_text().splitlines()
+    stored_lines = (tmp_path / "shards" / "train_metrics.jsonl").read_text().splitlines()
+    assert json.loads(live_lines[-1])["loss/mse"] == json.loads(stored_lines[-1])["loss/mse"]
+
+    run = json.loads((tmp_path / "shards" / "run.json").read_text())
+    assert run["activations"] == str(shard_dir)
+    assert run["data"]["corpus"] == data_cfg.corpus
+    assert load_sae(stored.sae_dir).cfg.model_name == tiny_host.model_name
+
+
+def test_many_saes_match_training_alone(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    jobs = [
+        SAEJob(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK), train_cfg(), tmp_path / "k4"),
+        SAEJob(SAEConfig(d_in=32, d_sae=96, k=8, hook_name=HOOK), train_cfg(), tmp_path / "k8"),
+        SAEJob(
+            SAEConfig(d_in=32, d_sae=64, k=4, hook_name=DEEPER_HOOK),
+            train_cfg(seed=1, batch_size=48, total_tokens=960),
+            tmp_path / "deeper",
+        ),
+    ]
+    outcomes = train_saes(jobs, data_cfg, host=tiny_host, progress=False)
+    assert [outcome.run_dir for outcome in outcomes] == [job.out_dir for job in jobs]
+    assert [outcome.result.steps for outcome in outcomes] == [50, 50, 20]
+
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        hook_data_cfg = DataConfig(**{**data_cfg.__dict__, "hook_name": job.sae_cfg.hook_name})
+        alone = train_sae(
+            job.sae_cfg,
+            hook_data_cfg,
+            job.train_cfg,
+            tmp_path / f"alone-{Path(job.out_dir).name}",
+            tiny_host,
+            progress=False,
+        )
+        assert_same_weights(alone.sae_dir, outcome.sae_dir)
+
+
+def test_many_saes_from_shards(shard_dir: Path, data_cfg: DataConfig, tmp_path: Path) -> None:
+    jobs = [
+        SAEJob(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK), train_cfg(), tmp_path / "a"),
+        SAEJob(
+            SAEConfig(d_in=32, d_sae=64, k=4, hook_name=DEEPER_HOOK), train_cfg(), tmp_path / "b"
+        ),
+    ]
+    outcomes = train_saes(jobs, data_cfg, activations=shard_dir, progress=False)
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        hook_data_cfg = DataConfig(**{**data_cfg.__dict__, "hook_name": job.sae_cfg.hook_name})
+        alone = train_sae(
+            job.sae_cfg,
+            hook_data_cfg,
+            job.train_cfg,
+            tmp_path / f"alone-{Path(job.out_dir).name}",
+            progress=False,
+            activations=shard_dir,
+        )
+        assert_same_weights(alone.sae_dir, outcome.sae_dir)
+
+
+def test_jobs_need_distinct_folders(shard_dir: Path, tmp_path: Path) -> None:
+    job = SAEJob(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK), train_cfg(), tmp_path)
+    with pytest.raises(ValueError, match="its own out_dir"):
+        train_saes([job, job], activations=shard_dir, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("sae_cfg", "budget", "message"),
+    [
+        (
+            SAEConfig(d_in=32, d_sae=64, k=4, hook_name="blocks.3.hook_resid_post"),
+            TRAIN_TOKENS,
+            r"no activations at 'blocks\.3\.hook_resid_post', only at \['blocks\.1",
+        ),
+        (SAEConfig(d_in=48, d_sae=64, k=4, hook_name=HOOK), TRAIN_TOKENS, "set d_in=32"),
+        (
+            SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK, model_name="other/model"),
+            TRAIN_TOKENS,
+            "model_name='other/model'.*were harvested from",
+        ),
+        (
+            SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK),
+            5000,
+            "total_tokens=5000 exceeds the 2400 activations.*harvest --tokens 5000",
+        ),
+        (SAEConfig(d_in=32, d_sae=64, k=4), TRAIN_TOKENS, "has no hook_name"),
+    ],
+    ids=["hook", "d_in", "model", "too-few-tokens", "no-hook"],
+)
+def test_mismatched_shards_raise(
+    shard_dir: Path, tmp_path: Path, sae_cfg: SAEConfig, budget: int, message: str
+) -> None:
+    job = SAEJob(sae_cfg, train_cfg(total_tokens=budget), tmp_path / "run")
+    with pytest.raises(ValueError, match=message):
+        train_saes([job], activations=shard_dir, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def copy_shards(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_missing_shard_raises(shard_dir: Path, tmp_path: Path) -> None:
+    folder = copy_shards(shard_dir, tmp_path / "copy")
+    (folder / "shard-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"shard-00002\.safetensors .* is missing"):
+        ActivationShards(folder)
+
+
+def test_truncated_shard_raises(shard_dir: Path, tmp_path: Path) -> None:
+    folder = copy_shards(shard_dir, tmp_path / "copy")
+    shard = folder / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"shard-00001\.safetensors is truncated or corrupt"):
+        ActivationShards(folder)
+
+
+def test_shard_of_another_harvest_raises(shard_dir: Path, tmp_path: Path) -> None:
+    folder = copy_shards(shard_dir, tmp_path / "copy")
+    (folder / "shard-00001.safetensors").write_bytes(
+        (folder / "shard-00004.safetensors").read_bytes()
+    )
+    with pytest.raises(ValueError, match="but the manifest expects"):
+        ActivationShards(folder)
+
+
+def test_folder_without_manifest_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="saehooks harvest --out"):
+        ActivationShards(tmp_path)
+
+
+def test_harvest_needs_overwrite(
+    shard_dir: Path, tiny_host: TransformerLensHost, data_cfg: DataConfig
+) -> None:
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        harvest_shards(data_cfg, [HOOK], shard_dir, 100, host=tiny_host, progress=False)
+    assert ActivationShards(shard_dir).num_tokens == HARVEST_TOKENS
