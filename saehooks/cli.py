@@ -1,4 +1,5 @@
-"""The ``saehooks`` command: ``train`` an SAE, ``eval`` a saved one, list ``pretrained`` ones."""
+"""The ``saehooks`` command: ``train`` an SAE, ``eval`` a saved one, list ``pretrained`` ones,
+``harvest`` activations to shards."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ PLAIN_WITHOUT_K = tuple(
 )
 DEFAULT_TOPK_K = 32
 DEFAULT_EVAL_TOKENS = 24_576
+DEFAULT_HARVEST_TOKENS = 1_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(train, DataConfig)
     add_config_arguments(train, TrainingConfig, renames={"total_tokens": "tokens"})
     add_config_arguments(train, RemedyConfig)
+    train.add_argument(
+        "--activations",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="train on the activations stored in a shard folder from 'saehooks harvest' instead "
+        "of a live host; --hook-name picks the stored hook, and the shard manifest sets the "
+        "model, corpus and context settings (default: live activations)",
+    )
+    add_harvest_parser(commands)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved SAE spliced into its host; writes metrics.json"
@@ -112,6 +124,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_harvest_parser(commands: argparse._SubParsersAction) -> None:
+    harvest = commands.add_parser(
+        "harvest",
+        help="write the training split's activations at one or more hooks to safetensors shards",
+    )
+    harvest.add_argument("--out", type=Path, required=True, help="shard folder to write")
+    harvest.add_argument(
+        "--hook-names",
+        nargs="+",
+        default=[DataConfig.hook_name],
+        metavar="HOOK",
+        help=f"host hook points to store (default: {DataConfig.hook_name})",
+    )
+    harvest.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=DEFAULT_HARVEST_TOKENS,
+        help="activations to store per hook, BOS positions excluded when they are dropped; "
+        f"whole contexts, so up to one context more (default: {DEFAULT_HARVEST_TOKENS})",
+    )
+    harvest.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="dtype of the stored activations, read into float32 for training (default: float32)",
+    )
+    harvest.add_argument(
+        "--shard-tokens",
+        type=positive_int,
+        default=65_536,
+        help="activations per hook in each shard file, rounded up to whole harvest batches "
+        "(default: 65536)",
+    )
+    harvest.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    harvest.add_argument(
+        "--overwrite", action="store_true", help="replace shards already in the --out folder"
+    )
+    add_backend_argument(harvest)
+    add_config_arguments(harvest, DataConfig, skip=("hook_name", "buffer_tokens"))
+
+
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
@@ -139,8 +192,14 @@ def run_train(args: argparse.Namespace) -> int:
     train_cfg = config_from_args(TrainingConfig, args)
     remedy_cfg = config_from_args(RemedyConfig, args)
     check_train_options(args, data_cfg, remedy_cfg)
-    host = load_host(data_cfg.model, backend=args.backend)
-    width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
+    host = None
+    if args.activations is None:
+        host = load_host(data_cfg.model, backend=args.backend)
+        width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
+    else:
+        from saehooks.data import ActivationShards
+
+        width = ActivationShards(args.activations).width(data_cfg.hook_name)
     sae_cfg = sae_config_from_args(args, d_in=width, default_k=DEFAULT_TOPK_K)
 
     outcome = train_sae(
@@ -152,6 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         remedy_cfg=remedy_cfg,
         overwrite=args.overwrite,
+        activations=args.activations,
     )
     state = "interrupted" if outcome.result.interrupted else "finished"
     print(
@@ -162,7 +222,11 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"evaluation skipped; run 'saehooks eval {outcome.run_dir}' to evaluate")
     elif args.eval_tokens > 0:
         result, metrics_path = evaluate_saved(
-            outcome.run_dir, args.eval_tokens, host=host, progress=not args.quiet
+            outcome.run_dir,
+            args.eval_tokens,
+            host=host,
+            progress=not args.quiet,
+            backend=args.backend,
         )
         print(format_table(result))
         print(f"metrics written to {metrics_path}")
@@ -239,6 +303,39 @@ def run_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_harvest(args: argparse.Namespace) -> int:
+    import torch
+
+    from saehooks.hosts import load_host
+    from saehooks.sae.config import DTYPES
+    from saehooks.training.harvest import harvest_shards
+
+    data_cfg = config_from_args(DataConfig, args, hook_name=args.hook_names[0])
+    # As in training, the host runs in --host-dtype and harvests float32 activations.
+    host = load_host(
+        data_cfg.model,
+        dtype=DTYPES[data_cfg.host_dtype],
+        backend=args.backend,
+        activation_dtype=torch.float32,
+    )
+    shards = harvest_shards(
+        data_cfg,
+        args.hook_names,
+        args.out,
+        args.tokens,
+        host=host,
+        dtype=args.dtype,
+        shard_tokens=args.shard_tokens,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"harvested {shards.num_tokens:,} activations at each of {sorted(shards.hook_widths)} "
+        f"into {len(shards.manifest['shards'])} shards in {shards.folder}"
+    )
+    return 0
+
+
 def run_pretrained(args: argparse.Namespace) -> int:
     from saehooks.pretrained import format_index, index_path, read_index
 
@@ -266,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(args)
         if args.command == "pretrained":
             return run_pretrained(args)
+        if args.command == "harvest":
+            return run_harvest(args)
         if args.command == "hooks":
             return run_hooks(args)
         return run_eval(args)

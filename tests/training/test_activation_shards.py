@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from saehooks.cli import main
 from saehooks.data import ActivationShards
 from saehooks.hosts import TransformerLensHost
 from saehooks.io import load_sae
@@ -292,3 +293,34 @@ def test_harvest_needs_overwrite(
     with pytest.raises(FileExistsError, match="--overwrite"):
         harvest_shards(data_cfg, [HOOK], shard_dir, 100, host=tiny_host, progress=False)
     assert ActivationShards(shard_dir).num_tokens == HARVEST_TOKENS
+
+
+def test_cli_harvest_then_train(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shards = tmp_path / "shards"
+    common = ["--model", str(tiny_model_dir), "--corpus", str(word_corpus)]
+    harvested = main(
+        ["harvest", "--out", str(shards), "--hook-names", HOOK, DEEPER_HOOK, "--tokens", "900"]
+        + common
+        + ["--context-size", "16", "--eval-fraction", "0.2", "--quiet"]
+    )
+    assert harvested == 0
+    assert "harvested 900 activations" in capsys.readouterr().out
+
+    trained = main(
+        ["train", "--activations", str(shards), "--hook-name", DEEPER_HOOK, "--out"]
+        + [str(tmp_path / "run"), "--tokens", "640", "--batch-size", "32", "--d-sae", "64"]
+        + ["--k", "4", "--buffer-tokens", "256", "--eval-tokens", "0", "--quiet"]
+    )
+    assert trained == 0
+    sae = load_sae(tmp_path / "run" / "sae")
+    assert sae.cfg.hook_name == DEEPER_HOOK
+    assert sae.cfg.d_in == 32
+
+    failed = main(
+        ["train", "--activations", str(shards), "--out", str(tmp_path / "other")]
+        + ["--hook-name", "blocks.0.hook_resid_post", "--quiet"]
+    )
+    assert failed == 2
+    assert "blocks.0.hook_resid_post" in capsys.readouterr().err
