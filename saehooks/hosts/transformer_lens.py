@@ -1,4 +1,4 @@
-"""A ``Host`` built on TransformerLens 4.x's ``TransformerBridge`` around an HF causal LM.
+"""A ``Host`` on the ``TransformerBridge`` of TransformerLens 3.x or 4.x around an HF causal LM.
 
 Hook names are TransformerLens's own (``blocks.6.hook_resid_post``), aliases included. The bridge
 wraps the HF model in place: its submodules become bridge components, and its attention switches
@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
-from transformer_lens.model_bridge import TransformerBridge
 
 from saehooks.hosts.base import (
     CacheRun,
@@ -27,6 +25,11 @@ from saehooks.hosts.base import (
 )
 from saehooks.hosts.loading import DEFAULT_MODEL, load_hf_model, model_label
 from saehooks.hosts.sae_splice import SAESplice, saes_by_hook
+from saehooks.hosts.transformer_lens_compat import (
+    HookPoint,
+    TransformerBridge,
+    check_hook_can_fire,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +112,12 @@ class TransformerLensHost:
         """Map every hook name that can fire on this bridge to its hook point.
 
         The bridge lists some hooks that stay off until a ``set_use_*`` switch is turned on;
-        ``check_hooks_to_add`` raises for those, and they are left out.
+        ``check_hook_can_fire`` raises for those, and they are left out.
         """
         usable: dict[str, HookPoint] = {}
         for name, hook_point in self.bridge.hook_dict.items():
             try:
-                self.bridge.check_hooks_to_add(hook_point, name, _no_op_hook)
+                check_hook_can_fire(self.bridge, name, hook_point)
             except ValueError:
                 continue
             usable[name] = hook_point
@@ -298,10 +301,6 @@ def _check_tokenizer_reloadable(tokenizer: Any) -> None:
             "TransformerLens bridge must reload it; save it with tokenizer.save_pretrained(DIR) "
             "and load it with AutoTokenizer.from_pretrained(DIR)"
         )
-
-
-def _no_op_hook(activation: Tensor, *, hook: HookPoint) -> None:
-    return None
 
 
 class _RelayToPoints:
