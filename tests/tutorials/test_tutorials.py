@@ -71,6 +71,13 @@ def test_steering_short(tmp_path: Path) -> None:
     rise_elsewhere = float(ablated[2]) - float(spliced[2])
     assert rise_at_word > rise_elsewhere
     plain = re.search(r"^plain:\s+(.*)$", out, re.MULTILINE)
-    steered = re.search(r"^steered:\s+(.*) \(latents", out, re.MULTILINE)
+    steered = re.search(r"^steered:\s+(.*) \(latent \d+ raised by", out, re.MULTILINE)
     assert plain and steered
     assert plain[1] != steered[1]
+    # The steered continuation moved toward the concept: it uses the word more often, and the
+    # concept latent fires on more of its tokens when the model reads it back unsteered.
+    words = re.search(r"^words starting with 'music'\s+(\d+)\s+(\d+)$", out, re.MULTILINE)
+    fires = re.search(r"^tokens latent \d+ fires on\s+(\d+)%\s+(\d+)%$", out, re.MULTILINE)
+    assert words and fires
+    assert int(words[2]) > int(words[1])
+    assert int(fires[2]) > int(fires[1])
