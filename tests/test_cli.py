@@ -9,7 +9,10 @@ import pytest
 
 from saehooks.cli import build_parser, main
 from saehooks.config_args import add_config_arguments, config_from_args, field_docs, name_flags
+from saehooks.io import save_sae
+from saehooks.sae import SAEConfig
 from saehooks.training.config import DataConfig, TrainingConfig
+from saehooks.training.trainer import new_sae
 
 
 def test_field_docs_read_attribute_docstrings() -> None:
@@ -190,3 +193,18 @@ def test_hooks_filter_without_match(
     error = capsys.readouterr().err
     assert "no hook name of" in error
     assert "contains 'hook_nothing'" in error
+
+
+def test_eval_checks_corpus_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sae_cfg = SAEConfig(d_in=32, d_sae=8, k=2, hook_name="blocks.1.hook_resid_post")
+    extra = {"host_model": str(tmp_path / "no-model"), "context_size": 16}
+    save_sae(new_sae(sae_cfg, seed=0), tmp_path / "run" / "sae", extra=extra)
+
+    status = main(["eval", str(tmp_path / "run"), "--corpus", "no-such-corpus.txt"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "invalid corpus spec 'no-such-corpus.txt'" in error
+    assert "no-model" not in error

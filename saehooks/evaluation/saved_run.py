@@ -68,21 +68,25 @@ def evaluate_saved(
     sae_dir = find_sae_folder(path)
     sae = load_sae(sae_dir)
     metadata = _read_metadata(sae_dir)
+    context_size = int(metadata.get("context_size", 128))
+    lengths = context_lengths(eval_tokens, context_size - 1)
+    # An invalid corpus spec raises here, before the slow host load.
+    documents = load_corpus(
+        corpus or metadata.get("corpus", "wiki"), metadata.get("text_field", "text")
+    )
     if host is None:
         # "host_model" is the model as the user named it (for example "smollm2", the embedded
         # GGUF conversion); "model_name" may be a hub name that loads other weights when online.
         model = metadata.get("host_model") or metadata.get("model_name") or "smollm2"
         host = load_host(model, backend=backend)
     hook_name = host.resolve_hook(sae.cfg.hook_name or metadata["hook_name"])
-    context_size = int(metadata.get("context_size", 128))
     stream = TokenStream(
-        load_corpus(corpus or metadata.get("corpus", "wiki"), metadata.get("text_field", "text")),
+        documents,
         host.tokenizer,
         context_size=context_size,
         bos_token_id=host.bos_token_id,
         eval_fraction=float(metadata.get("eval_fraction", 0.03)),
     )
-    lengths = context_lengths(eval_tokens, context_size - 1)
     batches = tqdm(
         held_out_batches(stream, lengths, batch_size),
         total=count_batches(lengths, batch_size),

@@ -132,7 +132,8 @@ def unknown_hook_error(name: str, valid_names: Sequence[str], model_name: str) -
         hint = "no valid name is close to it"
     return ValueError(
         f"unknown hook name {name!r} for {model_name}; {hint}. "
-        f"host.hook_names() lists all {len(valid_names)} valid names."
+        f"host.hook_names() or the command 'saehooks hooks {model_name}' lists all "
+        f"{len(valid_names)} valid names."
     )
 
 
