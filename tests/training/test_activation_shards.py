@@ -120,7 +120,9 @@ def test_shards_equal_live_harvest(
     assert bool((token_ids[:, 0] == tiny_host.bos_token_id).all())
 
     for hook in (HOOK, DEEPER_HOOK):
-        stored = torch.cat(list(shards.chunks(hook, chunk_tokens=7)))  # [2400, 32]
+        chunks = list(shards.chunks(hook, chunk_tokens=7))
+        assert max(chunk.shape[0] for chunk in chunks) == 7
+        stored = torch.cat(chunks)  # [2400, 32]
         live = torch.cat(
             [
                 tiny_host.harvest(tokens, [hook])[hook][:, 1:].reshape(-1, 32)
