@@ -17,6 +17,7 @@ import torch
 from saehooks.sae.config import SAEConfig
 from saehooks.sae.jumprelu import JumpReLUSAE
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
+from saehooks.sae.sparse_decode import LatentSelection, select_batch_topk
 
 
 def batch_topk(pre_acts: torch.Tensor, k: int) -> torch.Tensor:
@@ -55,6 +56,10 @@ class BatchTopKSAE(SparseAutoencoder):
     def activation(self, pre_acts: torch.Tensor) -> torch.Tensor:
         assert self.cfg.k is not None  # guaranteed by SAEConfig for 'batchtopk' and 'matryoshka'
         return batch_topk(pre_acts, self.cfg.k)
+
+    def select_latents(self, pre_acts: torch.Tensor) -> LatentSelection:
+        assert self.cfg.k is not None  # guaranteed by SAEConfig for 'batchtopk' and 'matryoshka'
+        return select_batch_topk(pre_acts, self.cfg.k)
 
     @torch.no_grad()
     def to_jumprelu(self) -> JumpReLUSAE:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from saehooks.sae.config import SAEConfig
+from saehooks.sae.config import K_ARCHITECTURES, SAEConfig
 from saehooks.sae.hook_point import HookPoint
 from saehooks.sae.sparse_decode import (
     DecodeMode,
+    LatentSelection,
     check_decode_mode,
+    decode_selection,
     prefers_sparse_decode,
-    sparse_decode,
+    select_topk,
 )
 
 
@@ -29,13 +31,14 @@ class SparseAutoencoder(nn.Module):
     Losses and statistics come from trackers (``saehooks.trackers``) attached to these hook points;
     the SAE owns them as child modules in ``self.trackers`` so that they move and save with it.
 
-    ``decode_mode`` chooses how ``forward`` decodes a TopK SAE: 'sparse' sums the k selected
-    decoder rows of each token (``saehooks.sae.sparse_decode``), 'dense' multiplies the full
-    ``[n_tokens, d_sae]`` latents by ``W_dec``, and 'auto' (the default) picks sparse where
-    ``prefers_sparse_decode`` measured it faster. Both give the same values and gradients, and
-    ``hook_acts`` sees the dense latents either way. A hook on ``hook_acts`` that replaces or
-    edits the latents in place makes that forward pass decode the edited latents densely.
-    Other architectures, ``encode`` and ``decode`` always run dense.
+    ``decode_mode`` chooses how ``forward`` decodes a TopK, BatchTopK or Matryoshka SAE:
+    'sparse' sums the decoder rows of the latents ``select_latents`` keeps
+    (``saehooks.sae.sparse_decode``), 'dense' multiplies the full ``[n_tokens, d_sae]`` latents
+    by ``W_dec``, and 'auto' (the default) picks sparse where ``prefers_sparse_decode`` measured
+    it faster. Both give the same values and gradients, and ``hook_acts`` receives the dense
+    latents either way. A hook on ``hook_acts`` that replaces or edits the latents in place makes
+    that forward pass decode the edited latents densely. Other architectures, ``encode`` and
+    ``decode`` always run dense.
     """
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:
@@ -118,29 +121,43 @@ class SparseAutoencoder(nn.Module):
             return self._forward_sparse(x, gate)
         return self.decode(self.encode(x, gate))
 
+    def select_latents(self, pre_acts: torch.Tensor) -> LatentSelection:
+        """Select the latents that ``activation`` keeps, in CSR form: ``[n, d_sae]`` -> nnz values.
+
+        Raises:
+            ValueError: ``cfg.architecture`` is not 'topk'. ``BatchTopKSAE`` overrides this
+                method for 'batchtopk' and 'matryoshka'.
+        """
+        if self.cfg.architecture != "topk":
+            raise ValueError(
+                f"architecture={self.cfg.architecture!r} has no latent selection; sparse "
+                "decoding needs 'topk', 'batchtopk' or 'matryoshka'"
+            )
+        assert self.cfg.k is not None  # guaranteed by SAEConfig for 'topk'
+        return select_topk(pre_acts, self.cfg.k)
+
     def _decodes_sparsely(self) -> bool:
         check_decode_mode(self.decode_mode)
-        if self.cfg.architecture != "topk" or self.decode_mode == "dense":
+        if self.cfg.architecture not in K_ARCHITECTURES or self.decode_mode == "dense":
             return False
-        assert self.cfg.k is not None  # guaranteed by SAEConfig for 'topk'
+        assert self.cfg.k is not None  # guaranteed by SAEConfig for the K_ARCHITECTURES
         return self.decode_mode == "sparse" or prefers_sparse_decode(self.cfg.k, self.cfg.d_sae)
 
     def _forward_sparse(self, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
-        """``forward`` of a TopK SAE that decodes from the k selected latents of each token."""
+        """``forward`` that decodes from the latents ``select_latents`` keeps."""
         cfg = self.cfg
-        assert cfg.k is not None  # guaranteed by SAEConfig for 'topk'
         leading = x.shape[:-1]
         x_flat = self.hook_input(x.reshape(-1, cfg.d_in))  # [n, d_in]
         pre_acts = self.hook_pre_acts(self.encode_pre_acts(x_flat))  # [n, d_sae]
-        top = pre_acts.topk(cfg.k, dim=-1, sorted=False)  # values and indices [n, k]
-        values = torch.relu(top.values)  # [n, k]
+        selection = self.select_latents(pre_acts)  # nnz values
         if gate is not None:
-            gate_flat = gate.expand(*leading, cfg.d_sae).reshape(-1, cfg.d_sae)  # [n, d_sae]
-            values = values * gate_flat.gather(-1, top.indices)
+            gate_flat = gate.expand(*leading, cfg.d_sae).reshape(-1)  # [n * d_sae]
+            selection = selection._replace(values=selection.values * gate_flat[selection.positions])
 
-        # hook_acts still sees the dense latents. A hook that edits them in place bumps their
-        # version counter; inference tensors have none, so there any hook counts as an edit.
-        acts = torch.zeros_like(pre_acts).scatter(-1, top.indices, values)  # [n, d_sae]
+        # hook_acts still receives the dense latents. A hook that edits them in place bumps their
+        # version counter. Inference tensors have none, so there any hook counts as an edit.
+        acts = torch.zeros_like(pre_acts).reshape(-1)  # [n * d_sae]
+        acts = acts.scatter(0, selection.positions, selection.values).reshape(pre_acts.shape)
         version = None if acts.is_inference() else acts._version
         hooked_acts = self.hook_acts(acts)
         if version is None:
@@ -150,7 +167,7 @@ class SparseAutoencoder(nn.Module):
         if edited:
             x_hat = hooked_acts @ self.W_dec + self.b_dec  # [n, d_in]
         else:
-            x_hat = sparse_decode(values, top.indices, self.W_dec, self.b_dec)  # [n, d_in]
+            x_hat = decode_selection(selection, self.W_dec, self.b_dec)  # [n, d_in]
         return self.hook_x_hat(x_hat).reshape(*leading, cfg.d_in)
 
     # -- decoder geometry used during training --------------------------------------------------

@@ -1,25 +1,78 @@
-"""Decoding from the k selected latents of each token, without the dense ``[n, d_sae]`` product.
+"""Decoding from the selected latents of each token, without the dense ``[n, d_sae]`` product.
 
-A TopK SAE keeps ``k`` of ``d_sae`` latents per token, so ``acts @ W_dec`` multiplies mostly
-zeros. ``sparse_decode`` sums the ``k`` selected decoder rows instead, and its backward touches
-only those rows too: ``n * k * d_in`` multiply-adds per pass instead of ``n * d_sae * d_in``.
+A TopK SAE keeps ``k`` of ``d_sae`` latents per token (a BatchTopK SAE ``k`` on average), so
+``acts @ W_dec`` multiplies mostly zeros. ``sparse_decode`` and ``decode_selection`` sum the
+selected decoder rows instead, and their backward touches only those rows too: ``n * k * d_in``
+multiply-adds per pass instead of ``n * d_sae * d_in``.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch.nn import functional as F
 
 
-class SparseDecode(torch.autograd.Function):
-    """``x_hat[n] = sum_j values[n, j] * W_dec[indices[n, j]] + b_dec`` on flat ``[n, k]`` inputs.
+class LatentSelection(NamedTuple):
+    """The selected latents of ``n`` tokens in CSR order: token by token, latents ascending."""
 
-    The gradients equal those of the dense product ``acts @ W_dec + b_dec`` with ``acts`` zero
-    outside ``indices``: for the selected values, for ``W_dec`` (non-zero only in selected rows)
-    and for ``b_dec``. ``indices`` gets no gradient.
+    values: torch.Tensor
+    """Activations of the selected latents, ``[nnz]``."""
+    indices: torch.Tensor
+    """Latent index of each value, ``[nnz]``, distinct and ascending within a token."""
+    positions: torch.Tensor
+    """Position of each value in the flattened ``[n * d_sae]`` latents, ``[nnz]``, ascending."""
+    row_starts: torch.Tensor
+    """Offset of each token's first value, with ``nnz`` appended: ``[n + 1]``."""
+
+
+def select_rows(values: torch.Tensor, indices: torch.Tensor, d_sae: int) -> LatentSelection:
+    """Turn per-token selections ``values`` and ``indices`` ``[n, k]`` into a ``LatentSelection``.
+
+    The indices of one token must be distinct, as ``topk`` returns them. This function does not
+    check that, but ``sparse_decode`` does.
+    """
+    n_tokens, k = values.shape
+    indices, order = indices.long().sort(dim=-1)  # [n, k]
+    values = values.gather(-1, order)  # [n, k]
+    token_offsets = torch.arange(n_tokens, device=indices.device).unsqueeze(-1) * d_sae  # [n, 1]
+    row_starts = torch.arange(0, n_tokens * k + 1, k, device=indices.device)  # [n + 1]
+    return LatentSelection(
+        values.reshape(-1), indices.reshape(-1), (token_offsets + indices).reshape(-1), row_starts
+    )
+
+
+def select_topk(pre_acts: torch.Tensor, k: int) -> LatentSelection:
+    """Select the ``k`` largest entries of each row of ``pre_acts`` ``[n, d_sae]``, clamped at 0."""
+    top = pre_acts.topk(k, dim=-1, sorted=False)  # values and indices [n, k]
+    return select_rows(torch.relu(top.values), top.indices, pre_acts.shape[-1])
+
+
+def select_batch_topk(pre_acts: torch.Tensor, k: int) -> LatentSelection:
+    """Select the ``k * n`` largest entries of all of ``pre_acts`` ``[n, d_sae]``, clamped at 0.
+
+    The selection is the one ``saehooks.sae.batchtopk.batch_topk`` keeps, so a token may get any
+    number of latents, none included.
+    """
+    n_tokens, d_sae = pre_acts.shape
+    top = pre_acts.reshape(-1).topk(k * n_tokens, sorted=False)  # over [n * d_sae]
+    positions, order = top.indices.sort()  # [k * n], token by token, latents ascending
+    tokens = positions // d_sae  # [k * n]
+    row_starts = torch.zeros(n_tokens + 1, dtype=torch.long, device=pre_acts.device)
+    row_starts[1:] = torch.bincount(tokens, minlength=n_tokens).cumsum(0)
+    values = torch.relu(top.values[order])  # [k * n]
+    return LatentSelection(values, positions - tokens * d_sae, positions, row_starts)
+
+
+class SparseDecode(torch.autograd.Function):
+    """``x_hat[n] = sum over the token's selected latents j of values_j * W_dec[j] + b_dec``.
+
+    The latents come in CSR form, as the fields of ``LatentSelection``. The gradients equal
+    those of the dense product ``acts @ W_dec + b_dec`` with ``acts`` zero outside the selection:
+    for the selected values, for ``W_dec`` (non-zero only in selected rows) and for ``b_dec``.
+    ``indices`` and ``row_starts`` get none.
     """
 
     @staticmethod
@@ -27,45 +80,58 @@ class SparseDecode(torch.autograd.Function):
         ctx: Any,
         values: torch.Tensor,
         indices: torch.Tensor,
+        row_starts: torch.Tensor,
         W_dec: torch.Tensor,
         b_dec: torch.Tensor,
     ) -> torch.Tensor:
-        # Each row of ``indices`` is one bag, so embedding_bag sums the weighted rows in one call.
-        x_hat = F.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")  # [n, d_in]
-        ctx.save_for_backward(values, indices, W_dec)
+        # Each token's latents form one bag, so embedding_bag sums the weighted rows in one call.
+        x_hat = F.embedding_bag(
+            indices,
+            W_dec,
+            row_starts,
+            mode="sum",
+            per_sample_weights=values,
+            include_last_offset=True,
+        )  # [n, d_in]
+        ctx.save_for_backward(values, indices, row_starts, W_dec)
         return x_hat + b_dec
 
     @staticmethod
     def backward(ctx: Any, grad_x_hat: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        values, indices, W_dec = ctx.saved_tensors
+        values, indices, row_starts, W_dec = ctx.saved_tensors
         grad_x_hat = grad_x_hat.contiguous()  # [n, d_in]
         grad_values = grad_W_dec = grad_b_dec = None
-        n_tokens, k = values.shape
-        # acts [n, d_sae] in CSR form: row n contains values[n] at the sorted, distinct indices[n].
-        row_starts = torch.arange(0, n_tokens * k + 1, k, device=values.device)  # [n + 1]
         with warnings.catch_warnings():
             # PyTorch 2.13 warns, once per process, that its CSR support is in beta.
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             acts = torch.sparse_csr_tensor(
                 row_starts,
-                indices.reshape(-1),
-                values.reshape(-1),
-                size=(n_tokens, W_dec.shape[0]),
-                check_invariants=False,  # sparse_decode sorted the indices and checked them
-            )
+                indices,
+                values,
+                size=(grad_x_hat.shape[0], W_dec.shape[0]),
+                check_invariants=False,  # the select_* functions build a valid CSR order
+            )  # [n, d_sae]
 
         if ctx.needs_input_grad[0]:
             # grad_acts = grad_x_hat @ W_dec.T, computed only where acts is stored.
-            sampled = torch.sparse.sampled_addmm(acts, grad_x_hat, W_dec.T, beta=0.0)
-            grad_values = sampled.values().reshape(n_tokens, k)
-
-        if ctx.needs_input_grad[2]:
-            grad_W_dec = acts.t() @ grad_x_hat  # [d_sae, d_in], zero outside selected rows
+            grad_values = torch.sparse.sampled_addmm(acts, grad_x_hat, W_dec.T, beta=0.0).values()
 
         if ctx.needs_input_grad[3]:
+            grad_W_dec = acts.t() @ grad_x_hat  # [d_sae, d_in], zero outside selected rows
+
+        if ctx.needs_input_grad[4]:
             grad_b_dec = grad_x_hat.sum(dim=0)  # [d_in]
 
-        return grad_values, None, grad_W_dec, grad_b_dec
+        return grad_values, None, None, grad_W_dec, grad_b_dec
+
+
+def decode_selection(
+    selection: LatentSelection, W_dec: torch.Tensor, b_dec: torch.Tensor
+) -> torch.Tensor:
+    """Decode selected latents of ``n`` tokens into ``x_hat`` ``[n, d_in]``."""
+    return SparseDecode.apply(
+        selection.values, selection.indices, selection.row_starts, W_dec, b_dec
+    )
 
 
 def sparse_decode(
@@ -73,8 +139,8 @@ def sparse_decode(
 ) -> torch.Tensor:
     """Decode from the selected latents: ``values`` and ``indices`` ``[..., k]`` -> ``[..., d_in]``.
 
-    The result equals ``acts @ W_dec + b_dec``, where ``acts`` ``[..., d_sae]`` contains ``values``
-    at ``indices`` and zeros elsewhere, and so do the gradients.
+    The result equals ``acts @ W_dec + b_dec``, where ``acts`` ``[..., d_sae]`` contains
+    ``values`` at ``indices`` and zeros elsewhere, and so do the gradients.
 
     Args:
         values: latent activations at the selected positions, ``[..., k]``, in W_dec's dtype.
@@ -92,15 +158,14 @@ def sparse_decode(
             "shape [..., k]"
         )
     leading, k = values.shape[:-1], values.shape[-1]
-    # The backward's CSR matrix needs sorted column indices in each row.
-    indices, order = indices.reshape(-1, k).long().sort(dim=-1)  # [n, k]
-    values = values.reshape(-1, k).gather(-1, order)  # [n, k]
-    if bool((indices[:, 1:] == indices[:, :-1]).any()):
+    selection = select_rows(values.reshape(-1, k), indices.reshape(-1, k), W_dec.shape[0])
+    sorted_indices = selection.indices.reshape(-1, k)  # [n, k], ascending in each row
+    if bool((sorted_indices[:, 1:] == sorted_indices[:, :-1]).any()):
         raise ValueError(
             "indices select the same latent twice for one token; pass distinct indices per "
             "token, as topk returns them"
         )
-    x_hat = SparseDecode.apply(values, indices, W_dec, b_dec)  # [n, d_in]
+    x_hat = decode_selection(selection, W_dec, b_dec)  # [n, d_in]
     return x_hat.reshape(*leading, W_dec.shape[1])
 
 
@@ -115,11 +180,10 @@ def check_decode_mode(mode: str) -> None:
 
 
 # Sparse decoding wins while k / d_sae is at most 1/32. Measured with
-# bench/bench_sparse_decode.py (one thread, x86-64 with AVX-512, torch 2.13, another job loading
-# both cores) at d_in=576 and d_sae=4608. One decoder forward and backward on 4096 tokens took
-# 0.10 s sparse against 0.77 s dense at k=32, 0.30 s against 0.72 s at k=128, and about the same
-# at k=288 (density 1/16). On 64 tokens the sparse pass still won at k=32 and k=128 and lost
-# from k=288 on.
+# bench/bench_sparse_decode.py (one thread, x86-64 with AVX-512, torch 2.13, other jobs loading
+# both cores) at d_in=576 and d_sae=4608. On 4096 tokens one decoder forward and backward was
+# 8 times as fast sparse as dense at k=32, 2.4 times at k=128, and equally fast at k=288
+# (density 1/16). On 64 tokens the sparse pass still won at k=32 and k=128 and lost from k=288 on.
 SPARSE_MAX_DENSITY = 1 / 32
 
 

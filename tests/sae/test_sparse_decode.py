@@ -7,8 +7,13 @@ import torch
 from torch.testing import assert_close
 
 from saehooks.hosts.sae_splice import ablate_latents, clamp_latents, steer_latents
-from saehooks.sae import SAEConfig, SparseAutoencoder
-from saehooks.sae.sparse_decode import prefers_sparse_decode, sparse_decode
+from saehooks.sae import SAEConfig, SparseAutoencoder, build_sae
+from saehooks.sae.sparse_decode import (
+    decode_selection,
+    prefers_sparse_decode,
+    select_batch_topk,
+    sparse_decode,
+)
 from saehooks.training.config import TrainingConfig
 from saehooks.training.trainer import Trainer
 
@@ -17,10 +22,20 @@ LEADING = (2, 5)
 DTYPES = [torch.float32, torch.float64]
 
 
-def make_sae(dtype: torch.dtype, decode_mode: str) -> SparseAutoencoder:
+ARCHITECTURES = ["topk", "batchtopk", "matryoshka"]
+
+
+def make_sae(dtype: torch.dtype, decode_mode: str, architecture: str = "topk") -> SparseAutoencoder:
     torch.manual_seed(3)
-    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K, dtype=str(dtype)[6:])
-    sae = SparseAutoencoder(cfg)
+    cfg = SAEConfig(
+        d_in=D_IN,
+        d_sae=D_SAE,
+        architecture=architecture,
+        k=K,
+        dtype=str(dtype).removeprefix("torch."),
+        matryoshka_widths=(4, D_SAE) if architecture == "matryoshka" else None,
+    )
+    sae = build_sae(cfg)
     with torch.no_grad():
         sae.b_enc.normal_()
         sae.b_dec.normal_()
@@ -74,10 +89,26 @@ def test_sparse_decode_rejects_bad_indices() -> None:
         sparse_decode(torch.ones(1, 2), torch.tensor([[5, 5]]), W_dec, b_dec)
 
 
+def test_batch_topk_selection_with_empty_token() -> None:
+    pre_acts = torch.tensor([[5.0, 4.0, 3.0, 2.0, -1.0], [0.5, 0.1, 0.2, 0.3, 0.4]])
+    selection = select_batch_topk(pre_acts, k=2)  # the 4 largest all lie in token 0
+    assert selection.row_starts.tolist() == [0, 4, 4]
+    assert selection.indices.tolist() == [0, 1, 2, 3]
+    W_dec = torch.randn(5, 3, requires_grad=True)
+    b_dec = torch.randn(3, requires_grad=True)
+    x_hat = decode_selection(selection, W_dec, b_dec)
+    assert_close(x_hat[0], pre_acts[0, :4] @ W_dec[:4] + b_dec)
+    assert_close(x_hat[1], b_dec)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_gate", [False, True])
-def test_sae_forward_and_gradients_match_dense(dtype: torch.dtype, with_gate: bool) -> None:
-    dense_sae, sparse_sae = make_sae(dtype, "dense"), make_sae(dtype, "sparse")
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_sae_forward_and_gradients_match_dense(
+    dtype: torch.dtype, with_gate: bool, architecture: str
+) -> None:
+    dense_sae = make_sae(dtype, "dense", architecture)
+    sparse_sae = make_sae(dtype, "sparse", architecture)
     x = torch.randn(*LEADING, D_IN, dtype=dtype)
     gate = torch.rand(*LEADING, 1, dtype=dtype) if with_gate else None
     upstream = torch.randn(*LEADING, D_IN, dtype=dtype)
@@ -150,11 +181,12 @@ def test_in_place_edit_acts_on_sparse_path() -> None:
     assert not torch.allclose(edited, clean)
 
 
-def test_trainer_step_same_in_both_modes() -> None:
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_trainer_step_same_in_both_modes(architecture: str) -> None:
     x = torch.randn(64, D_IN)
     trained = {}
     for mode in ("dense", "sparse"):
-        sae = make_sae(torch.float32, mode)
+        sae = make_sae(torch.float32, mode, architecture)
         trainer = Trainer(sae, TrainingConfig(total_tokens=640, batch_size=64), progress=False)
         metrics = trainer.train_step(x)
         trained[mode] = (metrics, {n: p.detach().clone() for n, p in sae.named_parameters()})
