@@ -185,8 +185,7 @@ def positive_int(text: str) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from saehooks.evaluation.evaluate import format_table
     from saehooks.evaluation.saved_run import evaluate_saved
-    from saehooks.hosts import load_host
-    from saehooks.training.pipeline import activation_width, train_sae
+    from saehooks.training.pipeline import activation_width, load_training_host, train_sae
 
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
@@ -194,7 +193,7 @@ def run_train(args: argparse.Namespace) -> int:
     check_train_options(args, data_cfg, remedy_cfg)
     host = None
     if args.activations is None:
-        host = load_host(data_cfg.model, backend=args.backend)
+        host = load_training_host(data_cfg, backend=args.backend)
         width = activation_width(host, host.resolve_hook(data_cfg.hook_name))
     else:
         from saehooks.data import ActivationShards
@@ -224,7 +223,8 @@ def run_train(args: argparse.Namespace) -> int:
         result, metrics_path = evaluate_saved(
             outcome.run_dir,
             args.eval_tokens,
-            host=host,
+            # The SAE is evaluated in the float32 host, whatever host dtype it trained on.
+            host=host if data_cfg.host_dtype == "float32" else None,
             progress=not args.quiet,
             backend=args.backend,
         )

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from saehooks.data import ActivationBuffer, TokenStream, activation_chunks, load_corpus
-from saehooks.hosts import Host, load_host
+from saehooks.hosts import Backend, Host, load_host
 from saehooks.io import save_sae
 from saehooks.resampling import RemedyConfig, build_remedies
 from saehooks.sae import SAEConfig
@@ -52,10 +52,10 @@ def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
     )
 
 
-def load_training_host(data_cfg: DataConfig) -> Host:
+def load_training_host(data_cfg: DataConfig, backend: Backend = "transformer_lens") -> Host:
     """Load the host ``data_cfg`` names, in ``data_cfg.host_dtype``, harvesting float32."""
     dtype = DTYPES[data_cfg.host_dtype]
-    return load_host(data_cfg.model, dtype=dtype, activation_dtype=torch.float32)
+    return load_host(data_cfg.model, dtype, backend, activation_dtype=torch.float32)
 
 
 def repeated_train_batches(stream: TokenStream, batch_size: int) -> Iterator[torch.Tensor]:
