@@ -171,6 +171,12 @@ def test_many_saes_match_training_alone(
     jobs = [
         SAEJob(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK), train_cfg(), tmp_path / "k4"),
         SAEJob(SAEConfig(d_in=32, d_sae=96, k=8, hook_name=HOOK), train_cfg(), tmp_path / "k8"),
+        # Shares the buffer of the two above but stops after 30 of their 50 steps.
+        SAEJob(
+            SAEConfig(d_in=32, d_sae=64, k=2, hook_name=HOOK),
+            train_cfg(total_tokens=960),
+            tmp_path / "short",
+        ),
         SAEJob(
             SAEConfig(d_in=32, d_sae=64, k=4, hook_name=DEEPER_HOOK),
             train_cfg(seed=1, batch_size=48, total_tokens=960),
@@ -179,7 +185,7 @@ def test_many_saes_match_training_alone(
     ]
     outcomes = train_saes(jobs, data_cfg, host=tiny_host, progress=False)
     assert [outcome.run_dir for outcome in outcomes] == [job.out_dir for job in jobs]
-    assert [outcome.result.steps for outcome in outcomes] == [50, 50, 20]
+    assert [outcome.result.steps for outcome in outcomes] == [50, 50, 30, 20]
 
     for job, outcome in zip(jobs, outcomes, strict=True):
         hook_data_cfg = DataConfig(**{**data_cfg.__dict__, "hook_name": job.sae_cfg.hook_name})
@@ -213,6 +219,16 @@ def test_many_saes_from_shards(shard_dir: Path, data_cfg: DataConfig, tmp_path: 
             activations=shard_dir,
         )
         assert_same_weights(alone.sae_dir, outcome.sae_dir)
+
+
+def test_harvest_stops_at_split_end(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    harvest_shards(data_cfg, [HOOK], tmp_path, 10**6, host=tiny_host, progress=False)
+    shards = ActivationShards(tmp_path)
+    contexts = sum(1 for _ in token_stream(data_cfg, tiny_host).contexts("train"))
+    assert shards.manifest["num_contexts"] == contexts
+    assert shards.num_tokens == contexts * 15
 
 
 def test_jobs_need_distinct_folders(shard_dir: Path, tmp_path: Path) -> None:
