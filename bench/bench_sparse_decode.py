@@ -55,8 +55,12 @@ def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> 
 
 def new_trainer(batch_size: int, decode_mode: str) -> Trainer:
     sae = new_sae(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K), seed=0)
-    sae.decode_mode = decode_mode
-    cfg = TrainingConfig(total_tokens=100 * batch_size, batch_size=batch_size, lr_warmup_steps=0)
+    cfg = TrainingConfig(
+        total_tokens=100 * batch_size,
+        batch_size=batch_size,
+        lr_warmup_steps=0,
+        decode_mode=decode_mode,
+    )
     return Trainer(sae, cfg, progress=False)
 
 
