@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -199,7 +202,9 @@ class Trainer:
     def fit(self, batches: Iterable[torch.Tensor]) -> TrainResult:
         """Train until the token budget is consumed, the batches run out, or Ctrl-C is pressed.
 
-        Ctrl-C finishes cleanly: the loop stops between steps, and the SAE keeps what it learned.
+        Ctrl-C (or SIGTERM) finishes cleanly: a signal that arrives during a step takes effect
+        after the step's optimizer update and its metrics line, so the SAE, the step count and
+        the metrics file agree. A signal while the next batch is being harvested stops at once.
         """
         cfg = self.cfg
         start = time.perf_counter()
@@ -211,10 +216,11 @@ class Trainer:
             for x in batches:
                 if self.tokens_seen >= cfg.total_tokens:
                     break
-                metrics = self.train_step(x)
-                metrics["speed/tokens_per_s"] = self.tokens_seen / (time.perf_counter() - start)
-                if log_file is not None:
-                    log_file.write(json.dumps(metrics) + "\n")
+                with _signals_deferred():
+                    metrics = self.train_step(x)
+                    metrics["speed/tokens_per_s"] = self.tokens_seen / (time.perf_counter() - start)
+                    if log_file is not None:
+                        log_file.write(json.dumps(metrics) + "\n")
                 bar.update(x.shape[0])
                 if self.step_count % cfg.log_every == 0:
                     bar.set_postfix(_progress_fields(metrics), refresh=False)
@@ -251,6 +257,32 @@ class Trainer:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         # Line buffering puts every step's metrics on disk as soon as the step ends.
         return self.metrics_path.open("a", encoding="utf-8", buffering=1)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to their old handlers.
+
+    A step interrupted between parameter updates, or between the update and its metrics line,
+    would leave Adam's state half written or the metrics file one line short of the step count.
+    Outside the main thread Python cannot install handlers, so there the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        number: signal.signal(number, lambda signum, frame: received.append(signum))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            # None marks a handler installed outside Python; the default is the closest match.
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+    for number in received[:1]:
+        signal.raise_signal(number)
 
 
 def _progress_fields(metrics: dict[str, Any]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,36 @@ def test_ctrl_c_stops_cleanly_and_keeps_progress(tmp_path: Path) -> None:
     assert result.steps == 5
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 5
     assert not torch.equal(trainer.export().W_enc, before)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signal_inside_step_finishes_step(signal_number: int, tmp_path: Path) -> None:
+    sae_cfg = SAEConfig(d_in=D_IN, d_sae=32, architecture="topk", k=4)
+    cfg = TrainingConfig(total_tokens=100 * 64, batch_size=64)
+    trainer = Trainer(new_sae(sae_cfg, seed=0), cfg, tmp_path / "m.jsonl", progress=False)
+    trainer.initialize(next(planted_batches(1, 256)))
+    forward_calls = 0
+
+    def signal_on_third_forward(module, inputs, output) -> None:
+        nonlocal forward_calls
+        forward_calls += 1
+        if forward_calls == 3:
+            signal.raise_signal(signal_number)
+
+    # The signal arrives in the middle of step 3, before its backward pass and optimizer update.
+    trainer.sae.register_forward_hook(signal_on_third_forward)
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = trainer.fit(planted_batches(100, 64))
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+
+    assert result.interrupted
+    assert result.steps == 3
+    assert trainer.optimizer.state[trainer.sae.W_enc]["step"].item() == 3
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_topk_decoder_rows_stay_unit_norm(tmp_path: Path) -> None:
