@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saehooks.architecture_args import add_architecture_arguments, sae_config_from_args
 from saehooks.config_args import (
@@ -21,6 +23,10 @@ from saehooks.resampling import RemedyConfig
 from saehooks.sae import COMPOSITE_CONFIGS, SAE_CLASSES
 from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from saehooks.hosts import Host
+    from saehooks.training.pipeline import TrainOutcome
 
 DEFAULT_D_SAE = 4608
 PLAIN_WITHOUT_K = tuple(
@@ -85,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of a live host; --hook-name picks the stored hook, and the shard manifest sets the "
         "model, corpus and context settings (default: live activations)",
     )
+    add_sweep_arguments(train)
     add_harvest_parser(commands)
 
     evaluate = commands.add_parser(
@@ -122,6 +129,85 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained_commands = pretrained.add_subparsers(dest="pretrained_command", required=True)
     pretrained_commands.add_parser("list", help="print the index of pretrained dictionaries")
     return parser
+
+
+def add_sweep_arguments(train: argparse.ArgumentParser) -> None:
+    sweep = train.add_argument_group(
+        "several SAEs on one pass",
+        "Each option trains one SAE per value, all on one host pass (or one shard folder), into "
+        "--out/NAME, where NAME joins the hook, k<K> and d_sae<N> of the options given. Several "
+        "options train every combination.",
+    )
+    sweep.add_argument(
+        "--hook-names",
+        nargs="+",
+        default=None,
+        metavar="HOOK",
+        help="host hook points, one SAE each, in place of --hook-name",
+    )
+    sweep.add_argument(
+        "--sweep-k",
+        nargs="+",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="values of k, one SAE each, in place of --k",
+    )
+    sweep.add_argument(
+        "--sweep-d-sae",
+        nargs="+",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="numbers of latents, one SAE each, in place of --d-sae",
+    )
+
+
+def is_sweep(args: argparse.Namespace) -> bool:
+    return any(values is not None for values in (args.hook_names, args.sweep_k, args.sweep_d_sae))
+
+
+def run_train_many(args: argparse.Namespace) -> int:
+    from saehooks.data import ActivationShards
+    from saehooks.training.multi import SAEJob, train_saes
+    from saehooks.training.pipeline import activation_width, load_training_host
+
+    data_cfg, train_cfg, remedy_cfg = train_configs(args)
+    host = None
+    if args.activations is None:
+        host = load_training_host(data_cfg, backend=args.backend)
+    shards = ActivationShards(args.activations) if args.activations is not None else None
+
+    jobs = []
+    for hook, k, d_sae in itertools.product(
+        args.hook_names or [data_cfg.hook_name],
+        args.sweep_k or [args.k],
+        args.sweep_d_sae or [args.d_sae],
+    ):
+        if shards is not None:
+            width = shards.width(hook)
+        else:
+            assert host is not None  # loaded above for live activations
+            hook = host.resolve_hook(hook)
+            width = activation_width(host, hook)
+        values = argparse.Namespace(**{**vars(args), "hook_name": hook, "k": k, "d_sae": d_sae})
+        sae_cfg = sae_config_from_args(values, d_in=width, default_k=DEFAULT_TOPK_K)
+        name = [hook] if args.hook_names else []
+        name += [f"k{k}"] if args.sweep_k else []
+        name += [f"d_sae{d_sae}"] if args.sweep_d_sae else []
+        jobs.append(SAEJob(sae_cfg, train_cfg, args.out / "_".join(name), remedy_cfg))
+
+    outcomes = train_saes(
+        jobs,
+        data_cfg,
+        host=host,
+        activations=args.activations,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    for outcome in outcomes:
+        report_outcome(outcome, args, data_cfg, host)
+    return 0
 
 
 def add_harvest_parser(commands: argparse._SubParsersAction) -> None:
@@ -182,15 +268,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from saehooks.evaluation.evaluate import format_table
-    from saehooks.evaluation.saved_run import evaluate_saved
-    from saehooks.training.pipeline import activation_width, load_training_host, train_sae
-
+def train_configs(args: argparse.Namespace) -> tuple[DataConfig, TrainingConfig, RemedyConfig]:
+    """Build the data, training and remedy configs of 'train' and check the options."""
     data_cfg = config_from_args(DataConfig, args)
     train_cfg = config_from_args(TrainingConfig, args)
     remedy_cfg = config_from_args(RemedyConfig, args)
     check_train_options(args, data_cfg, remedy_cfg)
+    return data_cfg, train_cfg, remedy_cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from saehooks.training.pipeline import activation_width, load_training_host, train_sae
+
+    data_cfg, train_cfg, remedy_cfg = train_configs(args)
     host = None
     if args.activations is None:
         host = load_training_host(data_cfg, backend=args.backend)
@@ -212,6 +302,16 @@ def run_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         activations=args.activations,
     )
+    return report_outcome(outcome, args, data_cfg, host)
+
+
+def report_outcome(
+    outcome: TrainOutcome, args: argparse.Namespace, data_cfg: DataConfig, host: Host | None
+) -> int:
+    """Print what training did, then evaluate the saved SAE unless --eval-tokens is 0."""
+    from saehooks.evaluation.evaluate import format_table
+    from saehooks.evaluation.saved_run import evaluate_saved
+
     state = "interrupted" if outcome.result.interrupted else "finished"
     print(
         f"training {state}: {outcome.result.steps} steps, {outcome.result.tokens:,} tokens in "
@@ -304,20 +404,11 @@ def run_hooks(args: argparse.Namespace) -> int:
 
 
 def run_harvest(args: argparse.Namespace) -> int:
-    import torch
-
-    from saehooks.hosts import load_host
-    from saehooks.sae.config import DTYPES
     from saehooks.training.harvest import harvest_shards
+    from saehooks.training.pipeline import load_training_host
 
     data_cfg = config_from_args(DataConfig, args, hook_name=args.hook_names[0])
-    # As in training, the host runs in --host-dtype and harvests float32 activations.
-    host = load_host(
-        data_cfg.model,
-        dtype=DTYPES[data_cfg.host_dtype],
-        backend=args.backend,
-        activation_dtype=torch.float32,
-    )
+    host = load_training_host(data_cfg, backend=args.backend)
     shards = harvest_shards(
         data_cfg,
         args.hook_names,
@@ -360,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "train":
-            return run_train(args)
+            return run_train_many(args) if is_sweep(args) else run_train(args)
         if args.command == "pretrained":
             return run_pretrained(args)
         if args.command == "harvest":

@@ -342,3 +342,34 @@ def test_cli_harvest_then_train(
     )
     assert failed == 2
     assert "blocks.0.hook_resid_post" in capsys.readouterr().err
+
+
+def test_cli_sweep_on_one_pass(
+    tiny_model_dir: Path, word_corpus: Path, shard_dir: Path, tmp_path: Path
+) -> None:
+    live = main(
+        ["train", "--model", str(tiny_model_dir), "--corpus", str(word_corpus)]
+        + ["--context-size", "16", "--eval-fraction", "0.2", "--buffer-tokens", "256"]
+        + ["--hook-names", HOOK, DEEPER_HOOK, "--sweep-k", "2", "4", "--d-sae", "64"]
+        + ["--tokens", "320", "--batch-size", "32", "--eval-tokens", "0", "--quiet"]
+        + ["--out", str(tmp_path / "live")]
+    )
+    assert live == 0
+    for hook in (HOOK, DEEPER_HOOK):
+        for k in (2, 4):
+            sae = load_sae(tmp_path / "live" / f"{hook}_k{k}" / "sae")
+            assert sae.cfg.hook_name == hook
+            assert sae.cfg.k == k
+
+    stored = main(
+        ["train", "--activations", str(shard_dir), "--hook-name", DEEPER_HOOK]
+        + ["--sweep-d-sae", "48", "64", "--k", "4", "--tokens", "320", "--batch-size", "32"]
+        + ["--buffer-tokens", "256", "--eval-tokens", "0", "--quiet"]
+        + ["--out", str(tmp_path / "stored")]
+    )
+    assert stored == 0
+    assert sorted(path.name for path in (tmp_path / "stored").iterdir()) == [
+        "d_sae48",
+        "d_sae64",
+    ]
+    assert load_sae(tmp_path / "stored" / "d_sae48" / "sae").cfg.d_sae == 48
