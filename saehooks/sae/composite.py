@@ -26,6 +26,13 @@ from torch import nn
 
 from saehooks.sae.config import DTYPES
 from saehooks.sae.hook_point import HookPoint
+from saehooks.sae.sparse_decode import (
+    SPARSE_MAX_DENSITY,
+    DecodeMode,
+    check_decode_mode,
+    decode_selection,
+    select_nonzero,
+)
 
 ConfigT = TypeVar("ConfigT", bound="CompositeConfig")
 
@@ -101,6 +108,7 @@ class CompositeSAE(nn.Module):
         self.hook_acts = HookPoint()
         self.hook_x_hat = HookPoint()
         self.trackers = nn.ModuleDict()
+        self.decode_mode: DecodeMode = "auto"
 
     def encode_centred(self, x_centred: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -123,12 +131,29 @@ class CompositeSAE(nn.Module):
         return self.hook_x_hat(x_hat).reshape(*leading, self.cfg.d_in)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruct ``x`` (``[..., d_in]``), with ``gate`` broadcast to ``[..., d_sae]``."""
+        """Reconstruct ``x`` (``[..., d_in]``), with ``gate`` broadcast to ``[..., d_sae]``.
+
+        ``decode_mode`` 'sparse' decodes from the non-zero latents only, 'dense' multiplies all
+        of them by ``W_dec``, and 'auto' decodes sparsely when at most 1/32 of the latents of
+        this batch are non-zero (``SPARSE_MAX_DENSITY``). The sparse path reads the latents after
+        ``hook_acts``, so latent edits act on both.
+        """
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(
                 f"input has last dimension {x.shape[-1]}, but this SAE has d_in={self.cfg.d_in}"
             )
-        return self.decode(self.encode(x, gate))
+        check_decode_mode(self.decode_mode)
+        acts = self.encode(x, gate)  # [..., d_sae]
+        if self.decode_mode == "dense":
+            return self.decode(acts)
+
+        acts_flat = acts.reshape(-1, self.cfg.d_sae)  # [n, d_sae]
+        selection = select_nonzero(acts_flat)
+        sparse_enough = selection.values.numel() <= SPARSE_MAX_DENSITY * acts_flat.numel()
+        if self.decode_mode == "auto" and not sparse_enough:
+            return self.decode(acts)
+        x_hat = decode_selection(selection, self.W_dec, self.b_dec)  # [n, d_in]
+        return self.hook_x_hat(x_hat).reshape(*x.shape[:-1], self.cfg.d_in)
 
     # -- decoder geometry and input scale -------------------------------------------------------
 

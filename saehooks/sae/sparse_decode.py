@@ -66,6 +66,22 @@ def select_batch_topk(pre_acts: torch.Tensor, k: int) -> LatentSelection:
     return LatentSelection(values, positions - tokens * d_sae, positions, row_starts)
 
 
+def select_nonzero(acts: torch.Tensor) -> LatentSelection:
+    """Select the non-zero entries of ``acts`` ``[n, d_sae]``, whose values keep their gradient.
+
+    The gradient then reaches ``acts`` only where it is non-zero. It equals the dense product's
+    gradient as long as no zero activation has a non-zero derivative with respect to a
+    parameter, which holds for latents that TopK dropped or a ReLU clamped.
+    """
+    n_tokens, d_sae = acts.shape
+    positions = acts.reshape(-1).nonzero().squeeze(-1)  # [nnz], ascending
+    tokens = positions // d_sae  # [nnz]
+    row_starts = torch.zeros(n_tokens + 1, dtype=torch.long, device=acts.device)
+    row_starts[1:] = torch.bincount(tokens, minlength=n_tokens).cumsum(0)
+    values = acts.reshape(-1)[positions]  # [nnz]
+    return LatentSelection(values, positions - tokens * d_sae, positions, row_starts)
+
+
 class SparseDecode(torch.autograd.Function):
     """``x_hat[n] = sum over the token's selected latents j of values_j * W_dec[j] + b_dec``.
 

@@ -109,8 +109,9 @@ class TrainingConfig:
     seed: int = 0
     """Seed for SAE initialisation and buffer shuffling."""
     decode_mode: DecodeMode = "auto"
-    """Decoder of a TopK SAE in training: 'sparse' (sum the k selected decoder rows per token),
-    'dense' (multiply all d_sae latents) or 'auto' (sparse while k / d_sae <= 1/32, where it
+    """Decoder of SAEs with TopK latents in training: 'sparse' (sum the decoder rows of the
+    non-zero latents), 'dense' (multiply all d_sae latents) or 'auto' (sparse while k / d_sae <=
+    1/32, or for composites while at most 1/32 of the batch's latents are non-zero, where it
     measured faster). Both give the same values and gradients."""
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saehooks.resampling import Remedy
-from saehooks.sae import SAEConfig, SparseAutoencoder, build_sae
+from saehooks.sae import CompositeSAE, SAEConfig, SparseAutoencoder, build_sae
 from saehooks.trackers import FireCounter, L0Tracker, PenaltyTracker
 from saehooks.training.config import TrainingConfig
 from saehooks.training.initialization import geometric_median, normalization_scale
@@ -81,7 +81,7 @@ class Trainer:
         self.rewarm_start_step = 0
         self.rewarm_steps = 0
 
-        if isinstance(sae, SparseAutoencoder):
+        if isinstance(sae, SparseAutoencoder | CompositeSAE):
             sae.decode_mode = cfg.decode_mode
         self.l0 = L0Tracker()
         self.l0.attach(sae, "l0")

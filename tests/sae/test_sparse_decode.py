@@ -7,7 +7,14 @@ import torch
 from torch.testing import assert_close
 
 from saehooks.hosts.sae_splice import ablate_latents, clamp_latents, steer_latents
-from saehooks.sae import SAEConfig, SparseAutoencoder, build_sae
+from saehooks.sae import (
+    DeepConfig,
+    HierarchicalConfig,
+    MixtureConfig,
+    SAEConfig,
+    SparseAutoencoder,
+    build_sae,
+)
 from saehooks.sae.sparse_decode import (
     decode_selection,
     prefers_sparse_decode,
@@ -44,9 +51,9 @@ def make_sae(dtype: torch.dtype, decode_mode: str, architecture: str = "topk") -
 
 
 def gradients(module: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    names = [name for name, _ in module.named_parameters()]
-    grads = torch.autograd.grad(loss, [parameter for _, parameter in module.named_parameters()])
-    return dict(zip(names, grads, strict=True))
+    trained = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    grads = torch.autograd.grad(loss, list(trained.values()), allow_unused=True)
+    return dict(zip(trained, grads, strict=True))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -227,3 +234,55 @@ def test_auto_mode_follows_rule() -> None:
     dense_sae = make_sae(torch.float32, "auto")  # k / d_sae = 3/13
     assert "SparseDecodeBackward" in graph_names(sparse_sae(torch.randn(4, D_IN)))
     assert "SparseDecodeBackward" not in graph_names(dense_sae(torch.randn(4, D_IN)))
+
+
+COMPOSITES = {
+    "deep": DeepConfig(d_in=D_IN, d_sae=D_SAE, k=K, dtype="float64"),
+    "moe": MixtureConfig(
+        d_in=D_IN, d_sae=16, n_experts=2, experts_per_token=2, k=3, dtype="float64"
+    ),
+    "hierarchical": HierarchicalConfig(
+        d_in=D_IN, d_sae=16, child_size=3, k=2, child_k=1, dtype="float64"
+    ),
+}
+
+
+def make_composite(name: str, decode_mode: str) -> torch.nn.Module:
+    torch.manual_seed(5)
+    sae = build_sae(COMPOSITES[name])
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    sae.decode_mode = decode_mode
+    return sae
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_composite_matches_dense(name: str) -> None:
+    dense_sae, sparse_sae = make_composite(name, "dense"), make_composite(name, "sparse")
+    x = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+    gate = torch.rand(*LEADING, 1, dtype=torch.float64)
+    upstream = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+
+    dense_x_hat = dense_sae(x, gate)
+    sparse_x_hat = sparse_sae(x, gate)
+    dense_grads = gradients(dense_sae, (dense_x_hat * upstream).sum())
+    sparse_grads = gradients(sparse_sae, (sparse_x_hat * upstream).sum())
+
+    assert "DecodeBackward" in "".join(graph_names(sparse_x_hat))
+    assert_close(sparse_x_hat, dense_x_hat)
+    for parameter_name, dense_grad in dense_grads.items():
+        assert_close(sparse_grads[parameter_name], dense_grad, msg=parameter_name)
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_composite_ablation_acts_on_sparse_path(name: str) -> None:
+    x = torch.randn(*LEADING, D_IN, dtype=torch.float64)
+    outputs = {}
+    for mode in ("dense", "sparse"):
+        sae = make_composite(name, mode)
+        latent = int(sae.encode(x).reshape(-1, sae.cfg.d_sae)[0].argmax())
+        with ablate_latents(sae, latent):
+            outputs[mode] = sae(x).detach()
+        outputs[f"{mode}_clean"] = sae(x).detach()
+    assert_close(outputs["sparse"], outputs["dense"])
+    assert not torch.allclose(outputs["sparse"], outputs["sparse_clean"])
