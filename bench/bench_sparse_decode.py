@@ -10,6 +10,8 @@ Parts, all float32 on random Gaussian inputs (TopK's cost does not depend on the
 - crossover: the decoder alone, forward and backward (gradients for the selected values, W_dec and
   b_dec), at d_sae=4608 and d_in=576, for k from 32 to 1152 and batches from 64 to 4096 tokens.
   ``prefers_sparse_decode`` encodes where the sparse decoder stops winning.
+- composites: forward, MSE and backward of a deep-encoder SAE (k=32) and a mixture of 8
+  experts (2 per token, k=16 each) with d_sae=4608, at 1024 tokens, in both decode modes.
 - compile (with ``--compile``): the training step's SAE forward and loss under ``torch.compile``,
   against the same step uncompiled, at 4096 tokens.
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from saehooks.sae import SAEConfig
+from saehooks.sae import DeepConfig, MixtureConfig, SAEConfig, build_sae
 from saehooks.sae.sparse_decode import sparse_decode
 from saehooks.training.config import TrainingConfig
 from saehooks.training.trainer import Trainer, new_sae
@@ -104,6 +106,29 @@ def bench_crossover(
     return results
 
 
+def bench_composites(batch_size: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Time forward, MSE and backward of two composite SAEs in both decode modes."""
+    x = torch.randn(batch_size, D_IN)
+    configs = {
+        "deep": DeepConfig(d_in=D_IN, d_sae=D_SAE, k=K),
+        "moe": MixtureConfig(d_in=D_IN, d_sae=D_SAE, n_experts=8, experts_per_token=2, k=16),
+    }
+    results = {}
+    for name, cfg in configs.items():
+        saes = {}
+        for mode in ("dense", "sparse"):
+            torch.manual_seed(0)
+            saes[mode] = build_sae(cfg)
+            saes[mode].decode_mode = mode
+        functions = {mode: partial(loss_backward, sae, x) for mode, sae in saes.items()}
+        results[name] = median_seconds(functions, repeats)
+    return results
+
+
+def loss_backward(sae: torch.nn.Module, x: torch.Tensor) -> None:
+    (sae(x) - x).pow(2).sum(dim=-1).mean().backward()
+
+
 def bench_compile(batch_size: int, repeats: int) -> dict[str, float]:
     """Time the SAE forward, MSE and backward, eager against ``torch.compile``."""
     x = torch.randn(batch_size, D_IN)
@@ -130,7 +155,11 @@ def bench_compile(batch_size: int, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="step,crossover", help="comma-separated parts to run")
+    parser.add_argument(
+        "--parts",
+        default="step,crossover,composites",
+        help="comma-separated parts to run, from step, crossover and composites",
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--out", type=Path, default=Path("bench/results/sparse_decode.json"))
     args = parser.parse_args()
@@ -148,6 +177,8 @@ def main() -> None:
         results["decode_seconds"] = bench_crossover(
             [64, 1024, 4096], [32, 128, 288, 576, 1152], args.repeats
         )
+    if "composites" in parts:
+        results["composite_seconds"] = bench_composites(1024, args.repeats)
     if args.compile:
         results["compile_seconds"] = bench_compile(4096, args.repeats)
     results["load_average_after"] = os.getloadavg()
