@@ -194,7 +194,9 @@ def test_trainer_step_same_in_both_modes(architecture: str) -> None:
     trained = {}
     for mode in ("dense", "sparse"):
         sae = make_sae(torch.float32, mode, architecture)
-        trainer = Trainer(sae, TrainingConfig(total_tokens=640, batch_size=64), progress=False)
+        cfg = TrainingConfig(total_tokens=640, batch_size=64, decode_mode=mode)
+        trainer = Trainer(sae, cfg, progress=False)
+        assert sae.decode_mode == mode
         metrics = trainer.train_step(x)
         trained[mode] = (metrics, {n: p.detach().clone() for n, p in sae.named_parameters()})
     assert trained["sparse"][0]["loss/mse"] == pytest.approx(trained["dense"][0]["loss/mse"])
@@ -286,3 +288,17 @@ def test_composite_ablation_acts_on_sparse_path(name: str) -> None:
         outputs[f"{mode}_clean"] = sae(x).detach()
     assert_close(outputs["sparse"], outputs["dense"])
     assert not torch.allclose(outputs["sparse"], outputs["sparse_clean"])
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_composite_trainer_step_same(name: str) -> None:
+    x = torch.randn(64, D_IN, dtype=torch.float64)
+    trained = {}
+    for mode in ("dense", "sparse"):
+        sae = make_composite(name, mode)
+        cfg = TrainingConfig(total_tokens=640, batch_size=64, decode_mode=mode)
+        metrics = Trainer(sae, cfg, progress=False).train_step(x)
+        trained[mode] = (metrics, {n: p.detach().clone() for n, p in sae.named_parameters()})
+    assert trained["sparse"][0]["loss/mse"] == pytest.approx(trained["dense"][0]["loss/mse"])
+    for parameter_name, parameter in trained["sparse"][1].items():
+        assert_close(parameter, trained["dense"][1][parameter_name], msg=parameter_name)
