@@ -35,7 +35,7 @@ from saehooks.training.pipeline import (
     save_run,
     token_stream,
 )
-from saehooks.training.trainer import Trainer, TrainResult, new_sae
+from saehooks.training.trainer import Trainer, TrainResult, _signals_deferred, new_sae
 
 logger = logging.getLogger(__name__)
 
@@ -263,8 +263,8 @@ def run_groups(groups: list[BufferGroup], progress: bool) -> dict[int, TrainResu
     """Train until every trainer has its token budget, the sources run dry, or Ctrl-C.
 
     Each round advances the buffer that has served the fewest activations by one batch, and
-    every unfinished trainer of its group takes one step on that batch. Returns the result of
-    each trainer, keyed by ``id(trainer)``.
+    every unfinished trainer of its group takes one step on that batch. Ctrl-C or SIGTERM takes
+    effect between rounds. Returns the result of each trainer, keyed by ``id(trainer)``.
     """
     trainers = [trainer for group in groups for trainer in group.trainers]
     logs = {id(trainer): open_metrics_log(trainer) for trainer in trainers}
@@ -282,11 +282,15 @@ def run_groups(groups: list[BufferGroup], progress: bool) -> dict[int, TrainResu
             if x is None:
                 active.remove(group)
                 continue
-            for trainer in running:
-                metrics = trainer.train_step(x)
-                metrics["speed/tokens_per_s"] = trainer.tokens_seen / (time.perf_counter() - start)
-                logs[id(trainer)].write(json.dumps(metrics) + "\n")
-                last_metrics[id(trainer)] = metrics
+            # Every trainer of the group steps on the batch before a signal takes effect, so
+            # their step counts and metrics files agree with the saved SAEs.
+            with _signals_deferred():
+                for trainer in running:
+                    metrics = trainer.train_step(x)
+                    elapsed = time.perf_counter() - start
+                    metrics["speed/tokens_per_s"] = trainer.tokens_seen / elapsed
+                    logs[id(trainer)].write(json.dumps(metrics) + "\n")
+                    last_metrics[id(trainer)] = metrics
             bar.update(x.shape[0] * len(running))
     except KeyboardInterrupt:
         interrupted = True

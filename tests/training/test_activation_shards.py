@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -373,3 +378,39 @@ def test_cli_sweep_on_one_pass(
         "d_sae64",
     ]
     assert load_sae(tmp_path / "stored" / "d_sae48" / "sae").cfg.d_sae == 48
+
+
+def test_cli_sweep_stops_cleanly_on_sigterm(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "saehooks.cli", "train", "--model", str(tiny_model_dir)]
+    command += ["--corpus", str(word_corpus), "--hook-name", HOOK, "--context-size", "16"]
+    command += ["--eval-fraction", "0.2", "--buffer-tokens", "256", "--batch-size", "32"]
+    command += ["--d-sae", "64", "--sweep-k", "2", "4", "--tokens", "100000000", "--quiet"]
+    command += ["--out", str(tmp_path)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    metrics_paths = [tmp_path / name / "train_metrics.jsonl" for name in ("k2", "k4")]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if all(
+            path.exists() and len(path.read_text().splitlines()) >= 20 for path in metrics_paths
+        ):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1]
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 0, stderr
+    assert stdout.count("training interrupted") == 2
+    for path in metrics_paths:
+        steps = len(path.read_text().splitlines())
+        run = json.loads((path.parent / "run.json").read_text())
+        assert run["result"]["steps"] == steps
+        assert run["result"]["interrupted"] is True
