@@ -75,7 +75,8 @@ def check_hook_can_fire(bridge: TransformerBridge, name: str, hook_point: HookPo
     if TRANSFORMER_LENS_MAJOR >= 4:
         bridge.check_hooks_to_add(hook_point, name, _no_op_hook)
     else:
-        bridge.check_hooks_to_add(hook_point.name or name)
+        # Type checkers read the signature of whichever version is installed, usually 4.x.
+        bridge.check_hooks_to_add(hook_point.name or name)  # type: ignore[call-arg, arg-type]
 
 
 def _no_op_hook(activation: object, *, hook: HookPoint) -> None:
