@@ -79,11 +79,11 @@ def train_saes(
 
     Without ``activations``, one live host pass over ``data_cfg``'s training split harvests all
     the jobs' hooks at once (``host``, or the host that ``data_cfg.model`` names, loaded in
-    ``data_cfg.host_dtype``). With
-    ``activations``, a shard folder from ``harvest_shards``, the SAEs read the stored
-    activations instead and ``data_cfg`` only sets ``buffer_tokens``, because the other data
-    settings come from the shard manifest. Ctrl-C stops all SAEs cleanly and saves what they
-    learned. A folder that already contains a run is replaced only with ``overwrite``.
+    ``data_cfg.host_dtype``). With ``activations``, a shard folder from ``harvest_shards``, the
+    SAEs read the stored activations instead and ``data_cfg`` only sets ``buffer_tokens``,
+    because the other data settings come from the shard manifest. Ctrl-C stops all SAEs cleanly
+    and saves what they learned. A folder that already contains a run is replaced only with
+    ``overwrite``.
 
     Returns:
         One outcome per job, in the order of ``jobs``.
@@ -91,7 +91,7 @@ def train_saes(
     Raises:
         ValueError: no jobs, two jobs share a run folder, a job names no hook, or a job's hook,
             ``d_in``, model or token budget does not fit the host or the shards.
-        FileExistsError: a run folder holds a run and ``overwrite`` is False.
+        FileExistsError: a run folder contains a run and ``overwrite`` is False.
     """
     if not jobs:
         raise ValueError("train_saes needs at least one SAEJob")
