@@ -141,13 +141,24 @@ def test_shards_equal_live_harvest(
 def test_bfloat16_shards_store_rounded_acts(
     tiny_host: TransformerLensHost, data_cfg: DataConfig, shard_dir: Path, tmp_path: Path
 ) -> None:
-    harvest_shards(
-        data_cfg, [HOOK], tmp_path, 300, host=tiny_host, dtype="bfloat16", progress=False
-    )
-    half = torch.cat(list(ActivationShards(tmp_path).chunks(HOOK)))
+    folder = tmp_path / "shards"
+    harvest_shards(data_cfg, [HOOK], folder, 300, host=tiny_host, dtype="bfloat16", progress=False)
+    half = torch.cat(list(ActivationShards(folder).chunks(HOOK)))
     full = torch.cat(list(ActivationShards(shard_dir).chunks(HOOK)))[:300]
     assert half.dtype == torch.bfloat16
     assert torch.equal(half, full.to(torch.bfloat16))
+
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    outcome = train_sae(
+        sae_cfg,
+        data_cfg,
+        train_cfg(total_tokens=256),
+        tmp_path / "run",
+        progress=False,
+        activations=folder,
+    )
+    assert outcome.result.steps == 8
+    assert load_sae(outcome.sae_dir).W_dec.dtype == torch.float32
 
 
 def test_shard_training_equals_live_training(
