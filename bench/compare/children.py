@@ -47,4 +47,6 @@ def run_child(
             f"{command[0]} exited with status {child.returncode}; see {log_path}. "
             "Last lines:\n" + "\n".join(tail)
         )
-    return ChildRun(seconds=seconds, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
+    run = ChildRun(seconds=seconds, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
+    logger.info("%s finished in %.0f s, peak RSS %.2f GB", command[0], seconds, run.peak_rss_gb)
+    return run

@@ -53,20 +53,42 @@ def venv_python(name: str, root: Path | None = None) -> Path:
         logger.info("reusing the %s venv in %s", name, folder)
         return python
 
-    if folder.exists():
+    if folder.is_dir():
         logger.info("rebuilding the %s venv in %s because its pins changed", name, folder)
         shutil.rmtree(folder)
+    elif folder.exists():
+        raise FileExistsError(f"{folder} is a file, not a venv; move it away and rerun")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, TORCH_PIN], check=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="torch-pin-") as constraint:
         constraint.write(TORCH_PIN + "\n")
         constraint.flush()
-        subprocess.run([*pip, "--constraint", constraint.name, *LIBRARY_PINS[name]], check=True)
+        steps = [
+            [sys.executable, "-m", "venv", str(folder)],
+            [*pip, TORCH_PIN],
+            [*pip, "--constraint", constraint.name, *LIBRARY_PINS[name]],
+        ]
+        for command in steps:
+            run_build_step(name, folder, command)
 
     temporary = stamp.with_name(stamp.name + ".tmp")
     temporary.write_text(expected, encoding="utf-8")
     temporary.replace(stamp)
     logger.info("built the %s venv in %s", name, folder)
     return python
+
+
+def run_build_step(name: str, folder: Path, command: list[str]) -> None:
+    """Run one step of building venv ``name`` in ``folder``.
+
+    Raises:
+        RuntimeError: the step failed; the message names the command and what to do next.
+    """
+    try:
+        subprocess.run(command, check=True)
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(
+            f"building the {name} venv in {folder} failed with status {error.returncode} at "
+            f"`{' '.join(command)}`; check that PyPI is reachable and rerun, which rebuilds the "
+            "venv because its stamp file is missing"
+        ) from error

@@ -290,3 +290,15 @@ def test_section_text_wraps_prose() -> None:
     assert "(OMP_NUM_THREADS unset)" in text
     assert "`bench/results/compare.json`" in text
     assert report.markdown_table(report.comparison(runs_of(speeds), 1968.0, details)) in text
+
+
+def test_failed_venv_build_names_step(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "raise SystemExit(4)"]
+    with pytest.raises(RuntimeError, match=r"failed with status 4 at `.*SystemExit\(4\)`"):
+        venvs.run_build_step("saelens", tmp_path / "saelens", command)
+
+
+def test_venv_path_that_is_file_raises(tmp_path: Path) -> None:
+    (tmp_path / "saelens").write_text("not a folder")
+    with pytest.raises(FileExistsError, match="is a file, not a venv"):
+        venvs.venv_python("saelens", root=tmp_path)
