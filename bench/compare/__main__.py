@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         for run in trained
     }
-    details = run_details(mode, workload, started, trained, scores, limit, batches)
+    command = " ".join(["bench/compare", *(sys.argv[1:] if argv is None else argv)])
+    details = run_details(command, mode, workload, started, trained, scores, limit, batches)
     values = comparison(runs, limit.limit_tokens_per_s, details)
     write_json(json_path, values)
     print(markdown_table(values))
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_details(
+    command: str,
     mode: str,
     workload: Workload,
     started: datetime.datetime,
@@ -147,7 +149,7 @@ def run_details(
     return {
         "mode": mode,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "bench/compare" + (" --short" if mode == "short" else ""),
+        "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -173,4 +175,9 @@ def run_details(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileExistsError, RuntimeError) as error:
+        # Bad options, a failed child process or a failed venv build: the message says which.
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
