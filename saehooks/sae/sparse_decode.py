@@ -115,28 +115,35 @@ class SparseDecode(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_x_hat: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         values, indices, row_starts, W_dec = ctx.saved_tensors
-        grad_x_hat = grad_x_hat.contiguous()  # [n, d_in]
-        grad_values = grad_W_dec = grad_b_dec = None
+        grad_b_dec = grad_x_hat.sum(dim=0) if ctx.needs_input_grad[4] else None  # [d_in]
+        grad_values = grad_W_dec = None
+
+        # sampled_addmm in PyTorch 2.13 rejects float16 and bfloat16 on CPU, so those run in
+        # float32 and the gradients are cast back.
+        compute_dtype = values.dtype
+        if compute_dtype not in (torch.float32, torch.float64):
+            compute_dtype = torch.float32
+        grad_x_hat = grad_x_hat.to(compute_dtype).contiguous()  # [n, d_in]
+
         with warnings.catch_warnings():
             # PyTorch 2.13 warns, once per process, that its CSR support is in beta.
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             acts = torch.sparse_csr_tensor(
                 row_starts,
                 indices,
-                values,
+                values.to(compute_dtype),
                 size=(grad_x_hat.shape[0], W_dec.shape[0]),
                 check_invariants=False,  # the select_* functions build a valid CSR order
             )  # [n, d_sae]
 
         if ctx.needs_input_grad[0]:
             # grad_acts = grad_x_hat @ W_dec.T, computed only where acts is stored.
-            grad_values = torch.sparse.sampled_addmm(acts, grad_x_hat, W_dec.T, beta=0.0).values()
+            W_dec_t = W_dec.to(compute_dtype).T  # [d_in, d_sae]
+            sampled = torch.sparse.sampled_addmm(acts, grad_x_hat, W_dec_t, beta=0.0)
+            grad_values = sampled.values().to(values.dtype)  # [nnz]
 
         if ctx.needs_input_grad[3]:
-            grad_W_dec = acts.t() @ grad_x_hat  # [d_sae, d_in], zero outside selected rows
-
-        if ctx.needs_input_grad[4]:
-            grad_b_dec = grad_x_hat.sum(dim=0)  # [d_in]
+            grad_W_dec = (acts.t() @ grad_x_hat).to(W_dec.dtype)  # [d_sae, d_in]
 
         return grad_values, None, None, grad_W_dec, grad_b_dec
 

@@ -302,3 +302,20 @@ def test_composite_trainer_step_same(name: str) -> None:
     assert trained["sparse"][0]["loss/mse"] == pytest.approx(trained["dense"][0]["loss/mse"])
     for parameter_name, parameter in trained["sparse"][1].items():
         assert_close(parameter, trained["dense"][1][parameter_name], msg=parameter_name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_sae_matches_dense(dtype: torch.dtype) -> None:
+    dense_sae, sparse_sae = make_sae(dtype, "dense"), make_sae(dtype, "sparse")
+    x = torch.randn(*LEADING, D_IN, dtype=dtype)
+    upstream = torch.randn(*LEADING, D_IN, dtype=dtype)
+
+    sparse_x_hat = sparse_sae(x)
+    dense_grads = gradients(dense_sae, (dense_sae(x) * upstream).float().sum())
+    sparse_grads = gradients(sparse_sae, (sparse_x_hat * upstream).float().sum())
+
+    assert "SparseDecodeBackward" in graph_names(sparse_x_hat)
+    for name, sparse_grad in sparse_grads.items():
+        assert sparse_grad.dtype == dtype
+        # Both paths round to the half-precision dtype at different points.
+        assert_close(sparse_grad, dense_grads[name], rtol=2e-2, atol=2e-2, msg=name)
