@@ -89,6 +89,9 @@ class SparseDecode(torch.autograd.Function):
     those of the dense product ``acts @ W_dec + b_dec`` with ``acts`` zero outside the selection:
     for the selected values, for ``W_dec`` (non-zero only in selected rows) and for ``b_dec``.
     ``indices`` and ``row_starts`` get none.
+
+    NOTE: tested on CPU only. PyTorch has CUDA kernels for embedding_bag, sampled_addmm and CSR
+    products, but this path has not run on a GPU yet.
     """
 
     @staticmethod
