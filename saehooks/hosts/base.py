@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 Replacement = Callable[[Tensor], Tensor]
 """Maps an activation ``[B, T, d]`` to its replacement of the same shape."""
@@ -159,8 +159,27 @@ def check_tokens(tokens: Tensor) -> Tensor:
     return tokens.long()
 
 
+def apply_replacement(replacement: Replacement, activation: Tensor, skip_bos: bool) -> Tensor:
+    """Run a splice replacement on ``activation`` and return the result in its dtype and device.
+
+    A replacement that is a module with floating-point parameters (an SAE, for example)
+    receives the activation cast to the dtype and device of its first such parameter, so a
+    float16 SAE can replace a float32 activation. Other callables receive it unchanged.
+    """
+    parameter = None
+    if isinstance(replacement, nn.Module):
+        floating = (p for p in replacement.parameters() if p.is_floating_point())
+        parameter = next(floating, None)
+    if parameter is None:
+        replaced = replacement(activation)
+    else:
+        replaced = replacement(activation.to(parameter.device, parameter.dtype))
+    return splice_positions(activation, replaced, skip_bos)
+
+
 def splice_positions(clean: Tensor, replaced: Tensor, skip_bos: bool) -> Tensor:
-    """Return ``replaced``, with position 0 taken from ``clean`` when ``skip_bos`` is set.
+    """Return ``replaced`` in ``clean``'s dtype and device, with position 0 taken from
+    ``clean`` when ``skip_bos`` is set.
 
     Raises:
         ValueError: ``replaced`` is not a tensor of the same shape as ``clean``.
@@ -171,7 +190,7 @@ def splice_positions(clean: Tensor, replaced: Tensor, skip_bos: bool) -> Tensor:
             f"a splice replacement must return a tensor of the activation's shape "
             f"{tuple(clean.shape)}, got {got}"
         )
-    replaced = replaced.to(clean.dtype)
+    replaced = replaced.to(clean.device, clean.dtype)
     if not skip_bos:
         return replaced
     return torch.cat([clean[:, :1], replaced[:, 1:]], dim=1)  # [B, T, ...]
@@ -182,6 +201,7 @@ __all__ = [
     "Host",
     "HookFunction",
     "Replacement",
+    "apply_replacement",
     "check_tokens",
     "splice_positions",
     "unknown_hook_error",

@@ -34,8 +34,8 @@ from saehooks.hosts.base import (
     CacheRun,
     HookFunction,
     Replacement,
+    apply_replacement,
     check_tokens,
-    splice_positions,
     unknown_hook_error,
 )
 from saehooks.hosts.loading import DEFAULT_MODEL, load_hf_model, model_label
@@ -310,7 +310,7 @@ class _SpliceFunction:
         self.skip_bos = skip_bos
 
     def __call__(self, activation: Tensor) -> Tensor:
-        return splice_positions(activation, self.replacement(activation), self.skip_bos)
+        return apply_replacement(self.replacement, activation, self.skip_bos)
 
 
 class _Saver:

@@ -19,8 +19,8 @@ from saehooks.hosts.base import (
     CacheRun,
     HookFunction,
     Replacement,
+    apply_replacement,
     check_tokens,
-    splice_positions,
     unknown_hook_error,
 )
 from saehooks.hosts.loading import DEFAULT_MODEL, load_hf_model, model_label
@@ -49,8 +49,7 @@ class _SpliceHook:
         self.skip_bos = skip_bos
 
     def __call__(self, activation: Tensor, *, hook: HookPoint) -> Tensor:
-        replaced = self.replacement(activation)  # [B, T, d]
-        return splice_positions(activation, replaced, self.skip_bos)
+        return apply_replacement(self.replacement, activation, self.skip_bos)  # [B, T, d]
 
     def __repr__(self) -> str:
         return f"saehooks splice at {self.name}"

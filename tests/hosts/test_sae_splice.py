@@ -330,3 +330,21 @@ def test_same_hook_spliced_twice_is_rejected(host: Host) -> None:
             with host.splice_saes([make_sae("relu")]):
                 pass
     assert hook_state(host, [])["hook_error"] == []
+
+
+def make_half_sae(dtype: str) -> nn.Module:
+    """A topk SAE of ``make_sae`` with its parameters cast to ``dtype`` and its config to match."""
+    sae = make_sae("topk")
+    sae.cfg = SAEConfig(**{**sae.cfg.__dict__, "dtype": dtype})
+    return sae.to(sae.cfg.torch_dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_plain_splice_casts_half_sae(host: Host, tiny_tokens: Tensor, dtype: str) -> None:
+    sae = make_half_sae(dtype)
+    with host.splice({HOOK: sae}):
+        spliced = host.logits(tiny_tokens)
+    with host.splice_saes({HOOK: sae}):
+        expected = host.logits(tiny_tokens)
+    assert spliced.dtype == torch.float32
+    torch.testing.assert_close(spliced, expected)
