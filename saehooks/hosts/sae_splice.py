@@ -11,9 +11,11 @@ With the error term, the SAE gets a ``hook_error`` point for the length of the s
 host downstream receives ``x + (acts - clean_acts) @ W_dec + (error' - error)``. Here
 ``clean_acts`` are the latents before any edit, and ``error' - error`` is what hooks on
 ``hook_error`` changed.
-Without edits or hooks that is ``x`` itself, bit for bit, and editing latent ``j`` by ``δ`` moves
-it by ``δ · W_dec[j]``. Every SAE here decodes linearly (``acts @ W_dec + b_dec``), which this
-relies on.
+Without edits or hooks the host receives ``x`` itself, bit for bit, whatever the SAE's dtype.
+With them, the change ``(acts - clean_acts) @ W_dec + (error' - error)`` is computed in the
+SAE's dtype, cast to ``x``'s dtype and added to the original ``x``, so editing latent ``j`` by
+``δ`` moves it by ``δ · W_dec[j]`` up to one rounding into ``x``'s dtype. Every SAE here decodes
+linearly (``acts @ W_dec + b_dec``), which this relies on.
 
 Latent edits (``ablate_latents``, ``clamp_latents``, ``steer_latents``) are forward hooks on the
 SAE's ``hook_acts``, removed when their context ends.
@@ -149,15 +151,23 @@ class SAESplice:
         try:
             x = activation.to(sae.b_dec.device, sae.cfg.torch_dtype)  # [B, T, d_in]
             acts = sae.encode(x)  # [B, T, d_sae], after any latent edit
+            if self.use_error_term:
+                change = self._edit_effect(x, acts)
+                if change is None:
+                    return activation
+                return activation + change.to(activation.device, activation.dtype)
             x_hat = sae.decode(acts)  # [B, T, d_in]
-            output = self._add_error(x, acts) if self.use_error_term else x_hat
         finally:
             self._leading_shape = None
             self._clean_acts = None
-        return output.to(activation.device, activation.dtype)
+        return x_hat.to(activation.device, activation.dtype)
 
-    def _add_error(self, x: Tensor, acts: Tensor) -> Tensor:
-        """Return ``x`` plus the effect of latent edits and of hooks on ``hook_error``."""
+    def _edit_effect(self, x: Tensor, acts: Tensor) -> Tensor | None:
+        """Return what latent edits and hooks on ``hook_error`` add to ``x``, in the SAE's dtype.
+
+        Returns None when nothing was edited, so that the caller can pass the original
+        activation on unchanged instead of adding an exact zero.
+        """
         sae, clean_acts = self.sae, self._clean_acts
         if clean_acts is None:
             raise RuntimeError(
@@ -166,14 +176,16 @@ class SAESplice:
             )
         d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
         edits = acts.reshape(-1, d_sae) - clean_acts  # [n, d_sae], zero without edits
-        output = x + (edits @ sae.W_dec).reshape(x.shape)  # [B, T, d_in]
+        edited = bool(edits.any())
+        change = (edits @ sae.W_dec).reshape(x.shape)  # [B, T, d_in]
 
         x_hat_clean = clean_acts @ sae.W_dec + sae.b_dec  # [n, d_in]
         error = (x.reshape(-1, d_in) - x_hat_clean).reshape(x.shape)  # [B, T, d_in]
         hooked_error = sae.hook_error(error)
         if hooked_error is not error:
-            output = output + (hooked_error - error)
-        return output
+            change = change + (hooked_error - error)
+            edited = True
+        return change if edited else None
 
 
 # -- latent edits ------------------------------------------------------------------------------

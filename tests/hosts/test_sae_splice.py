@@ -348,3 +348,27 @@ def test_plain_splice_casts_half_sae(host: Host, tiny_tokens: Tensor, dtype: str
         expected = host.logits(tiny_tokens)
     assert spliced.dtype == torch.float32
     torch.testing.assert_close(spliced, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_error_term_exact_for_half_sae(host: Host, tiny_tokens: Tensor, dtype: str) -> None:
+    sae = make_half_sae(dtype)
+    clean = host.logits(tiny_tokens)
+    clean_acts = host.harvest(tiny_tokens, [HOOK])[HOOK]
+    with host.splice_saes([sae], use_error_term=True):
+        spliced = host.logits(tiny_tokens)
+        cache = host.run_with_cache(tiny_tokens, [HOOK]).cache
+    assert torch.equal(spliced, clean)
+    assert torch.equal(cache[HOOK], clean_acts)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_sae_steer_adds_decoder_row(host: Host, tiny_tokens: Tensor, dtype: str) -> None:
+    sae, latent, amount = make_half_sae(dtype), 5, 2.0
+    clean_acts = host.harvest(tiny_tokens, [HOOK])[HOOK]
+    with host.splice_saes([sae], use_error_term=True), steer_latents(sae, latent, amount):
+        steered = host.run_with_cache(tiny_tokens, [HOOK]).cache[HOOK]
+    # Position 0 is BOS and keeps its clean activation, and every other one moves by the row.
+    row = (amount * sae.W_dec[latent]).float()
+    torch.testing.assert_close(steered[:, 1:], clean_acts[:, 1:] + row, atol=1e-6, rtol=1e-6)
+    assert torch.equal(steered[:, 0], clean_acts[:, 0])
