@@ -30,8 +30,8 @@ from saehooks.training.pipeline import (
     TrainOutcome,
     activation_width,
     load_training_host,
-    prepare_run_folder,
     repeated_train_batches,
+    run_folders,
     save_run,
     token_stream,
 )
@@ -83,7 +83,8 @@ def train_saes(
     SAEs read the stored activations instead and ``data_cfg`` only sets ``buffer_tokens``,
     because the other data settings come from the shard manifest. Ctrl-C stops all SAEs cleanly
     and saves what they learned. A folder that already contains a run is replaced only with
-    ``overwrite``.
+    ``overwrite``, and the old run is kept until the new SAE is saved: an error or Ctrl-C before
+    that restores it.
 
     Returns:
         One outcome per job, in the order of ``jobs``.
@@ -107,33 +108,34 @@ def train_saes(
     else:
         host = host if host is not None else load_training_host(data_cfg)
         jobs = [checked_against_host(job, host) for job in jobs]
-    for job in jobs:
-        prepare_run_folder(Path(job.out_dir), overwrite)
+    run_dirs = [Path(job.out_dir) for job in jobs]
+    with run_folders(run_dirs, overwrite) as opened:
+        run_folder_of = {id(job): folder for job, folder in zip(jobs, opened, strict=True)}
+        members = group_jobs(jobs, data_cfg.buffer_tokens)
+        hooks = [hook for hook, _, _, _ in members]
+        if shards is not None:
+            sources: list[Iterable[torch.Tensor]] = [shards.chunks(hook) for hook in hooks]
+        else:
+            assert host is not None  # loaded above
+            sources = live_sources(host, data_cfg, hooks)
+        groups = [
+            build_group(key, group_members, source)
+            for (key, group_members), source in zip(members.items(), sources, strict=True)
+        ]
 
-    members = group_jobs(jobs, data_cfg.buffer_tokens)
-    hooks = [hook for hook, _, _, _ in members]
-    if shards is not None:
-        sources: list[Iterable[torch.Tensor]] = [shards.chunks(hook) for hook in hooks]
-    else:
-        assert host is not None  # loaded above
-        sources = live_sources(host, data_cfg, hooks)
-    groups = [
-        build_group(key, group_members, source)
-        for (key, group_members), source in zip(members.items(), sources, strict=True)
-    ]
-
-    results = run_groups(groups, progress)
-    outcomes = {}
-    for group in groups:
-        for job, trainer in zip(group.jobs, group.trainers, strict=True):
-            outcomes[id(job)] = save_run(
-                Path(job.out_dir),
-                trainer,
-                data_cfg,
-                job.remedy_cfg,
-                results[id(trainer)],
-                activations=shards.folder if shards is not None else None,
-            )
+        results = run_groups(groups, progress)
+        outcomes = {}
+        for group in groups:
+            for job, trainer in zip(group.jobs, group.trainers, strict=True):
+                outcomes[id(job)] = save_run(
+                    Path(job.out_dir),
+                    trainer,
+                    data_cfg,
+                    job.remedy_cfg,
+                    results[id(trainer)],
+                    activations=shards.folder if shards is not None else None,
+                )
+                run_folder_of[id(job)].commit()
     return [outcomes[id(job)] for job in jobs]
 
 

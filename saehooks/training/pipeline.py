@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +99,9 @@ def train_sae(
     ``sae_cfg.d_in`` must equal the width of the activations at the hook. When ``host`` is None,
     the host named by ``data_cfg.model`` is loaded in ``data_cfg.host_dtype``. ``remedy_cfg``
     picks a dead-latent remedy (none by default). Ctrl-C stops training cleanly and the SAE
-    trained so far is saved. A folder that already holds a run is replaced only with
-    ``overwrite``, which first deletes the old run's metrics and evaluation files.
+    trained so far is saved. A folder that already contains a run is replaced only with
+    ``overwrite``, and the old run is kept until the new SAE is saved: an error or Ctrl-C before
+    that restores it.
 
     With ``activations``, a shard folder written by ``harvest_shards``, the SAE trains on the
     stored activations at ``data_cfg.hook_name`` instead, and no host is loaded. The other data
@@ -119,46 +122,48 @@ def train_sae(
         return outcomes[0]
 
     run_dir = Path(out_dir)
-    prepare_run_folder(run_dir, overwrite)
-    host = host if host is not None else load_training_host(data_cfg)
-    hook_name = host.resolve_hook(data_cfg.hook_name)
-    width = activation_width(host, hook_name)
-    if sae_cfg.d_in != width:
-        raise ValueError(
-            f"sae d_in={sae_cfg.d_in} does not match the width {width} of the activations at "
-            f"{hook_name!r}; set d_in={width}"
+    with run_folders([run_dir], overwrite) as (folder,):
+        host = host if host is not None else load_training_host(data_cfg)
+        hook_name = host.resolve_hook(data_cfg.hook_name)
+        width = activation_width(host, hook_name)
+        if sae_cfg.d_in != width:
+            raise ValueError(
+                f"sae d_in={sae_cfg.d_in} does not match the width {width} of the activations at "
+                f"{hook_name!r}; set d_in={width}"
+            )
+        sae_cfg = dataclasses.replace(sae_cfg, hook_name=hook_name, model_name=host.model_name)
+
+        stream = token_stream(data_cfg, host)
+        chunks = activation_chunks(
+            repeated_train_batches(stream, data_cfg.harvest_batch_size),
+            lambda tokens: host.harvest(tokens, [hook_name]),
+            hook_name,
+            drop_bos=data_cfg.drop_bos,
         )
-    sae_cfg = dataclasses.replace(sae_cfg, hook_name=hook_name, model_name=host.model_name)
+        # A budget smaller than the buffer would otherwise harvest activations it never trains on.
+        capacity = min(data_cfg.buffer_tokens, train_cfg.total_tokens)
+        buffer = ActivationBuffer(
+            chunks,
+            capacity=max(capacity, train_cfg.batch_size),
+            batch_size=train_cfg.batch_size,
+            d=width,
+            seed=train_cfg.seed,
+        )
 
-    stream = token_stream(data_cfg, host)
-    chunks = activation_chunks(
-        repeated_train_batches(stream, data_cfg.harvest_batch_size),
-        lambda tokens: host.harvest(tokens, [hook_name]),
-        hook_name,
-        drop_bos=data_cfg.drop_bos,
-    )
-    # A budget smaller than the buffer would otherwise harvest activations it never trains on.
-    capacity = min(data_cfg.buffer_tokens, train_cfg.total_tokens)
-    buffer = ActivationBuffer(
-        chunks,
-        capacity=max(capacity, train_cfg.batch_size),
-        batch_size=train_cfg.batch_size,
-        d=width,
-        seed=train_cfg.seed,
-    )
-
-    metrics_path = run_dir / TRAIN_METRICS_FILENAME
-    remedy_cfg = remedy_cfg if remedy_cfg is not None else RemedyConfig()
-    trainer = Trainer(
-        new_sae(sae_cfg, train_cfg.seed),
-        train_cfg,
-        metrics_path,
-        progress,
-        remedies=build_remedies(remedy_cfg),
-    )
-    trainer.initialize(buffer.unserved())
-    result = trainer.fit(buffer)
-    return save_run(run_dir, trainer, data_cfg, remedy_cfg, result)
+        metrics_path = run_dir / TRAIN_METRICS_FILENAME
+        remedy_cfg = remedy_cfg if remedy_cfg is not None else RemedyConfig()
+        trainer = Trainer(
+            new_sae(sae_cfg, train_cfg.seed),
+            train_cfg,
+            metrics_path,
+            progress,
+            remedies=build_remedies(remedy_cfg),
+        )
+        trainer.initialize(buffer.unserved())
+        result = trainer.fit(buffer)
+        outcome = save_run(run_dir, trainer, data_cfg, remedy_cfg, result)
+        folder.commit()
+    return outcome
 
 
 def save_run(
@@ -198,7 +203,10 @@ def save_run(
     return TrainOutcome(run_dir=run_dir, sae_dir=sae_dir, result=result)
 
 
-# Files a run folder gets from training and evaluation; an overwrite deletes them first.
+# Files a run folder gets from training and evaluation, besides the sae folder. An overwrite
+# replaces all of them.
+PREVIOUS_RUN_FOLDER = ".previous-run"
+DISCARDED_RUN_FOLDER = ".discarded-run"
 RUN_OUTPUT_PATTERNS = (RUN_FILENAME, TRAIN_METRICS_FILENAME, "metrics.json", "*.png", "report.md")
 
 
@@ -220,15 +228,79 @@ def check_run_folder(run_dir: Path, overwrite: bool) -> bool:
     return holds_run
 
 
-def prepare_run_folder(run_dir: Path, overwrite: bool) -> None:
-    """Create ``run_dir``, or clear the outputs of an earlier run in it when ``overwrite``."""
-    holds_run = check_run_folder(run_dir, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if holds_run:
-        for pattern in RUN_OUTPUT_PATTERNS:
-            for stale in run_dir.glob(pattern):
-                stale.unlink()
-        logger.info("replacing the earlier run in %s", run_dir)
+class RunFolder:
+    """A run folder being written, which keeps an earlier run in it until the new one is saved.
+
+    Opening moves the earlier run's files into ``.previous-run`` inside the folder. ``commit``
+    deletes them once the new run is saved. ``restore`` deletes the new run's files and moves the
+    earlier ones back, so an error or Ctrl-C before the save leaves the old run as it was. A
+    ``.previous-run`` left by a process killed outright is moved back on the next opening.
+    """
+
+    def __init__(self, run_dir: Path, overwrite: bool) -> None:
+        self.run_dir = run_dir
+        self.previous = run_dir / PREVIOUS_RUN_FOLDER
+        self.committed = False
+        self.created = not run_dir.exists()
+        if self.previous.is_dir():
+            logger.warning("restoring the run that an interrupted overwrite left in %s", run_dir)
+            self.restore()
+        shutil.rmtree(run_dir / DISCARDED_RUN_FOLDER, ignore_errors=True)
+        holds_run = check_run_folder(run_dir, overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if holds_run:
+            self.previous.mkdir()
+            for path in run_outputs(run_dir):
+                os.replace(path, self.previous / path.name)
+            logger.info("replacing the earlier run in %s once the new one is saved", run_dir)
+
+    def commit(self) -> None:
+        """Delete the earlier run, because the new one is saved."""
+        self.committed = True
+        if self.previous.is_dir():
+            # Renamed first, so a kill during the deletion leaves nothing that looks restorable.
+            discarded = self.run_dir / DISCARDED_RUN_FOLDER
+            os.replace(self.previous, discarded)
+            shutil.rmtree(discarded)
+
+    def restore(self) -> None:
+        """Delete the new run's files and move the earlier run's files back."""
+        for path in run_outputs(self.run_dir):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if self.previous.is_dir():
+            for path in self.previous.iterdir():
+                os.replace(path, self.run_dir / path.name)
+            self.previous.rmdir()
+        if self.created and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
+
+
+def run_outputs(run_dir: Path) -> list[Path]:
+    """Return the training and evaluation outputs in ``run_dir``, the ``sae`` folder included."""
+    paths = [path for pattern in RUN_OUTPUT_PATTERNS for path in run_dir.glob(pattern)]
+    sae_dir = run_dir / SAE_SUBFOLDER
+    return paths + [sae_dir] if sae_dir.exists() else paths
+
+
+@contextlib.contextmanager
+def run_folders(run_dirs: Sequence[Path], overwrite: bool) -> Iterator[list[RunFolder]]:
+    """Open a ``RunFolder`` for each of ``run_dirs`` and restore every uncommitted one on error.
+
+    Ctrl-C counts as an error here: whatever was not saved and committed by then is removed.
+    """
+    folders: list[RunFolder] = []
+    try:
+        for run_dir in run_dirs:
+            folders.append(RunFolder(run_dir, overwrite))
+        yield folders
+    except BaseException:
+        for folder in folders:
+            if not folder.committed:
+                folder.restore()
+        raise
 
 
 def write_json(path: Path, values: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from saehooks.hosts import TransformerLensHost
 from saehooks.io import load_sae
 from saehooks.sae import SAEConfig
 from saehooks.training.config import DataConfig, TrainingConfig
-from saehooks.training.pipeline import activation_width, train_sae
+from saehooks.training.pipeline import RunFolder, activation_width, train_sae
 
 METRIC_KEYS = {
     "fvu",
@@ -200,3 +201,70 @@ def test_run_folder_that_is_a_file_raises(
             progress=False,
         )
     assert afile.read_text() == "keep me"
+
+
+def folder_contents(folder: Path) -> dict[Path, bytes]:
+    return {
+        path.relative_to(folder): path.read_bytes() for path in folder.rglob("*") if path.is_file()
+    }
+
+
+def trained_run(host: TransformerLensHost, model_dir: Path, corpus: Path, run_dir: Path) -> None:
+    """Train a 64-latent TopK SAE on 64 tokens into ``run_dir``."""
+    data_cfg, train_cfg = configs(model_dir, corpus, tokens=64)
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    train_sae(sae_cfg, data_cfg, train_cfg, run_dir, host=host, progress=False)
+
+
+def test_failed_overwrite_keeps_old_run(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    trained_run(tiny_host, tiny_model_dir, word_corpus, run_dir)
+    (run_dir / "metrics.json").write_text('{"fvu": 0.5}')
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    before = folder_contents(run_dir)
+
+    # A corpus too short for one context fails while the first buffer fills, after the old run
+    # has been moved aside.
+    short_corpus = tmp_path / "short"
+    short_corpus.mkdir()
+    for index in range(5):
+        (short_corpus / f"doc{index}.txt").write_text("w1 w2")
+    short_cfg = dataclasses.replace(data_cfg, corpus=str(short_corpus))
+    bigger = SAEConfig(d_in=32, d_sae=96, architecture="topk", k=4)
+    with pytest.raises(ValueError, match="no full context"):
+        train_sae(
+            bigger, short_cfg, train_cfg, run_dir, host=tiny_host, progress=False, overwrite=True
+        )
+    after = folder_contents(run_dir)
+    assert after == before
+    assert load_sae(run_dir / "sae").cfg.d_sae == 64
+
+
+def test_failed_first_run_removes_new_folder(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    run_dir = tmp_path / "run"
+    wrong_width = SAEConfig(d_in=31, d_sae=64, architecture="topk", k=4)
+    with pytest.raises(ValueError, match="d_in=31"):
+        train_sae(wrong_width, data_cfg, train_cfg, run_dir, host=tiny_host, progress=False)
+    assert not run_dir.exists()
+
+
+def test_killed_overwrite_restores_old_run(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    trained_run(tiny_host, tiny_model_dir, word_corpus, run_dir)
+    # What a SIGKILL during an overwrite leaves: the old run moved aside, a partial new one.
+    RunFolder(run_dir, overwrite=True)
+    (run_dir / "train_metrics.jsonl").write_text('{"step": 1}\n')
+    assert not (run_dir / "run.json").exists()
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        RunFolder(run_dir, overwrite=False)
+    assert load_sae(run_dir / "sae").cfg.d_sae == 64
+    assert len((run_dir / "train_metrics.jsonl").read_text().splitlines()) > 1
+    assert not (run_dir / ".previous-run").exists()
