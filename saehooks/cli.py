@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"one or two cut short (default: {DEFAULT_EVAL_TOKENS})",
     )
     evaluate.add_argument("--corpus", default=None, help="override the corpus stored with the SAE")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for metrics.json, report.md and the plots (default: the run folder, "
+        "RUN/eval-CORPUS with --corpus, or PATH-eval beside a bare SAE folder)",
+    )
     add_backend_argument(evaluate)
     record_flags(evaluate, {"eval_tokens": "--eval-tokens"})
 
@@ -380,10 +387,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from saehooks.evaluation.saved_run import evaluate_saved
 
     result, metrics_path = evaluate_saved(
-        args.path, args.eval_tokens, corpus=args.corpus, backend=args.backend
+        args.path, args.eval_tokens, corpus=args.corpus, backend=args.backend, out_dir=args.out
     )
     print(format_table(result))
     print(f"metrics written to {metrics_path}")
+    print(f"report and plots written to {metrics_path.parent}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -87,3 +88,40 @@ def test_eval_counts_requested_tokens(
         trained_run, eval_tokens, host=tiny_host, progress=False, report=False
     )
     assert result.n_tokens == eval_tokens
+
+
+def test_eval_of_bare_sae_folder_writes_beside_it(trained_run: Path, tmp_path: Path) -> None:
+    dictionary = tmp_path / "dictionary"
+    shutil.copytree(trained_run / "sae", dictionary)
+    files_before = sorted(path.name for path in dictionary.iterdir())
+
+    completed = run_cli("eval", str(dictionary), "--eval-tokens", "16")
+
+    evaluation = tmp_path / "dictionary-eval"
+    assert sorted(path.name for path in dictionary.iterdir()) == files_before
+    assert json.loads((evaluation / "metrics.json").read_text())["n_tokens"] == 16
+    assert (evaluation / "report.md").is_file()
+    assert f"metrics written to {evaluation / 'metrics.json'}" in completed.stdout
+    assert f"report and plots written to {evaluation}" in completed.stdout
+
+
+def test_eval_out_and_corpus_keep_run_metrics(
+    trained_run: Path, tiny_word_corpus: Path, tiny_host: TransformerLensHost, tmp_path: Path
+) -> None:
+    run_metrics = trained_run / "metrics.json"
+    evaluate_saved(trained_run, 16, host=tiny_host, progress=False, report=False)
+    metrics_before = run_metrics.read_bytes()
+
+    _, corpus_metrics = evaluate_saved(
+        trained_run, 17, host=tiny_host, corpus=str(tiny_word_corpus), progress=False
+    )
+    assert corpus_metrics == trained_run / f"eval-{tiny_word_corpus.name}" / "metrics.json"
+    assert json.loads(corpus_metrics.read_text())["n_tokens"] == 17
+    assert run_metrics.read_bytes() == metrics_before
+
+    chosen = tmp_path / "chosen" / "folder"
+    completed = run_cli("eval", str(trained_run), "--eval-tokens", "18", "--out", str(chosen))
+    assert json.loads((chosen / "metrics.json").read_text())["n_tokens"] == 18
+    assert (chosen / "report.md").is_file()
+    assert f"report and plots written to {chosen}" in completed.stdout
+    assert run_metrics.read_bytes() == metrics_before

@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,18 +48,20 @@ def evaluate_saved(
     progress: bool = True,
     backend: Backend = "transformer_lens",
     report: bool = True,
+    out_dir: str | Path | None = None,
 ) -> tuple[EvalResult, Path]:
-    """Evaluate the SAE at ``path`` and write ``metrics.json`` beside it.
+    """Evaluate the SAE at ``path`` and write ``metrics.json`` to the evaluation folder.
 
     The host, hook, corpus, context size and held-out fraction come from the SAE's ``cfg.json``
     (its metadata as written by ``saehooks train``); ``corpus`` overrides the corpus. Exactly
     ``eval_tokens`` held-out tokens after BOS are evaluated (the result's ``n_tokens``) when the
     held-out split has that many: whole contexts, with the last one or two cut short (see
-    ``context_lengths``). Returns the result and the path of the metrics file, which goes into
-    the run folder when ``path`` is one. ``progress`` shows a progress bar over the batches on
-    stderr. ``backend`` chooses the host library when ``host`` is None. ``report`` also writes
-    ``report.md`` and, with matplotlib installed, the feature-density and L0 histograms beside
-    the metrics file.
+    ``context_lengths``). Returns the result and the path of the metrics file. The files go
+    into ``out_dir`` when it is given, and otherwise into the folder that
+    ``evaluation_folder`` picks, which is never a bare SAE folder. ``progress`` shows a progress
+    bar over the batches on stderr. ``backend`` chooses the host library when ``host`` is None.
+    ``report`` also writes ``report.md`` and, with matplotlib installed, the feature-density and
+    L0 histograms beside the metrics file.
     """
     if eval_tokens < 2:
         raise ValueError(
@@ -102,13 +105,31 @@ def evaluate_saved(
             eval_tokens,
         )
 
-    run_dir = sae_dir.parent if sae_dir.name == SAE_SUBFOLDER else sae_dir
-    metrics_path = write_metrics(evaluation.result, run_dir / METRICS_FILENAME)
+    folder = Path(out_dir) if out_dir is not None else evaluation_folder(sae_dir, corpus)
+    metrics_path = write_metrics(evaluation.result, folder / METRICS_FILENAME)
     logger.info("wrote %s", metrics_path)
     if report:
-        files = write_report(evaluation, run_dir, f"{sae.cfg.architecture} SAE at {hook_name}")
+        files = write_report(evaluation, folder, f"{sae.cfg.architecture} SAE at {hook_name}")
         logger.info("wrote %s", ", ".join(str(p) for p in [files.report, *files.pictures]))
     return evaluation.result, metrics_path
+
+
+def evaluation_folder(sae_dir: Path, corpus: str | None = None) -> Path:
+    """Return the default folder for the evaluation files of the SAE saved in ``sae_dir``.
+
+    For the ``sae/`` folder of a run it is the run folder, or ``eval-<corpus>/`` inside it when
+    ``corpus`` overrides the training corpus, so that the run's own ``metrics.json`` stays. For
+    a bare SAE folder (a copy of a shipped dictionary, for example) it is the sibling folder
+    ``<name>-eval``, so that the SAE's folder keeps only the SAE.
+    """
+    if sae_dir.name != SAE_SUBFOLDER:
+        return sae_dir.parent / f"{sae_dir.name}-eval"
+    run_dir = sae_dir.parent
+    if corpus is None:
+        return run_dir
+    # Letters, digits, dots, dashes and underscores of the corpus spec, at most 60 of them.
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(corpus).name or corpus).strip("._")[:60]
+    return run_dir / f"eval-{slug or 'corpus'}"
 
 
 def context_lengths(eval_tokens: int, body_size: int) -> list[int]:
