@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from saehooks.io.native import reject_non_finite
 from saehooks.sae.build import build_sae
 from saehooks.sae.config import DTYPES, SAEConfig
 from saehooks.sae.sparse_autoencoder import SparseAutoencoder
@@ -65,22 +66,25 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Read every tensor of a safetensors file on the CPU.
 
     Raises:
-        ValueError: the file is truncated, corrupted or not a safetensors file.
+        ValueError: the file is truncated, corrupted or not a safetensors file, or a tensor
+            contains NaN or infinite values.
     """
     try:
-        return load_file(str(path), device="cpu")
+        tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
         raise ValueError(
             f"{path} is not a valid safetensors file ({error}); download or copy it again"
         ) from error
+    reject_non_finite(tensors, path)
+    return tensors
 
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a ``.pt`` state dict with ``torch.load(weights_only=True)``, which never runs code.
 
     Raises:
-        ValueError: the file is truncated or corrupted, contains objects other than tensors, or is
-            not a dict of tensors.
+        ValueError: the file is truncated or corrupted, contains objects other than tensors, is
+            not a dict of tensors, or a tensor contains NaN or infinite values.
     """
     try:
         values = torch.load(path, map_location="cpu", weights_only=True)
@@ -95,12 +99,11 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path} must contain a dict of named tensors, found {type(values).__name__}"
         )
+    reject_non_finite(values, path)
     return values
 
 
-def check_tensors(
-    tensors: dict[str, torch.Tensor], specs: list[TensorSpec], source: Path
-) -> None:
+def check_tensors(tensors: dict[str, torch.Tensor], specs: list[TensorSpec], source: Path) -> None:
     """Check that ``tensors`` has exactly the names of ``specs``, with their shapes.
 
     Raises:

@@ -34,6 +34,7 @@ from saehooks.io.native import (
     _move_into_place,
     _read_cfg_json,
     _temporary_folder,
+    reject_non_finite,
 )
 from saehooks.sae.build import COMPOSITE_CONFIGS, SAE_CLASSES
 from saehooks.sae.composite import CompositeConfig, CompositeSAE
@@ -113,6 +114,7 @@ def load_composite(
     sae = SAE_CLASSES[cfg.architecture](cfg, device=device)
     expected = weights_of(sae)
     _check_tensors(tensors, expected, file_cfg, weights_path)
+    reject_non_finite(tensors, weights_path)
     sae.load_state_dict(tensors)  # casts to the dtype of cfg
     logger.info("loaded %s SAE (d_sae=%d) from %s", cfg.architecture, cfg.d_sae, folder)
     return sae

@@ -286,11 +286,30 @@ def load_sae(
 
     sae = build_sae(cfg, device=device)
     _check_tensors(tensors, sae, file_cfg, weights_path)
+    reject_non_finite(tensors, weights_path)
     with torch.no_grad():
         for name in ARCHITECTURE_WEIGHTS[cfg.architecture]:
             getattr(sae, name).copy_(tensors[name])  # casts when dtype differs from the file
     logger.info("loaded SAE (%s, d_sae=%d) from %s", cfg.architecture, cfg.d_sae, folder)
     return sae
+
+
+def reject_non_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Raise when a floating-point tensor read from ``source`` contains NaN or infinity.
+
+    Raises:
+        ValueError: naming ``source``, the tensor and how many of its values are not finite.
+    """
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        non_finite = int((~torch.isfinite(tensor)).sum())
+        if non_finite:
+            raise ValueError(
+                f"{source}: tensor {name!r} contains {non_finite} NaN or infinite values of "
+                f"{tensor.numel()}, so the weights are corrupted or training diverged; load "
+                "another checkpoint or retrain"
+            )
 
 
 def _read_cfg_json(cfg_path: Path) -> dict[str, Any]:

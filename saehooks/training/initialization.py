@@ -6,7 +6,19 @@ import torch
 
 
 def normalization_scale(x: torch.Tensor) -> float:
-    """Factor s with E||s x|| = sqrt(d_in), estimated on ``x`` of shape ``[n, d_in]``."""
+    """Factor s with E||s x|| = sqrt(d_in), estimated on ``x`` of shape ``[n, d_in]``.
+
+    Raises:
+        ValueError: ``x`` contains NaN or infinite values, or all of it is zero.
+    """
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad_rows = int((~finite).any(dim=-1).sum())
+        raise ValueError(
+            f"{bad_rows} of {x.shape[0]} activations contain NaN or infinite values, so they "
+            "cannot be normalised; the host model overflowed (try --host-dtype float32) or the "
+            "stored activations are corrupted"
+        )
     mean_norm = x.double().norm(dim=-1).mean().item()
     if not mean_norm > 0:
         raise ValueError("cannot normalise activations whose mean norm is 0")

@@ -143,3 +143,16 @@ def test_loaded_composite_splices_into_host(
     assert_close(spliced_loaded, spliced, atol=0, rtol=0)
     assert not torch.allclose(spliced, clean)
     assert_close(spliced[:, 0], clean[:, 0])  # BOS keeps its clean activation
+
+
+def test_non_finite_weight_raises(tmp_path: Path) -> None:
+    architecture = sorted(CONFIGS)[0]
+    folder = save_sae(trained_looking(architecture), tmp_path / "sae")
+    weights_path = folder / "sae_weights.safetensors"
+    tensors = load_file(str(weights_path))
+    name = next(name for name, tensor in tensors.items() if tensor.is_floating_point())
+    tensors[name].view(-1)[0] = float("inf")
+    save_file(tensors, str(weights_path))
+
+    with pytest.raises(ValueError, match=rf"tensor '{name}' contains 1 NaN or infinite"):
+        load_sae(folder)

@@ -430,3 +430,13 @@ def test_decoder_norm_rescale_needs_topk(tmp_path: Path, weights: dict) -> None:
     write_json(folder / "cfg.json", {**cfg, **edit})
     with pytest.raises(ValueError, match="supported for TopK SAEs only"):
         load_saelens(folder)
+
+
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_non_finite_weight_raises(tmp_path: Path, weights: dict, layout: str) -> None:
+    spoiled = {**weights, "b_enc": weights["b_enc"].clone()}
+    spoiled["b_enc"][2] = float("nan")
+    folder = WRITERS[layout](tmp_path / layout, spoiled)
+    weights_file = next(path for path in folder.iterdir() if path.suffix in (".pt", ".safetensors"))
+    with pytest.raises(ValueError, match=rf"{weights_file.name}: tensor '\S*' contains 1 NaN"):
+        load_folder(folder)

@@ -239,3 +239,17 @@ def test_save_rejects_folder_with_other_files(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="metrics.jsonl"):
         save_sae(make_sae(), tmp_path / "run")
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weight_raises(tmp_path: Path, bad_value: float) -> None:
+    save_sae(make_sae(), tmp_path / "sae")
+
+    def spoil(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["W_dec"][3, 5] = bad_value
+
+    rewrite_weights(tmp_path / "sae", spoil)
+    with pytest.raises(
+        ValueError, match=r"sae_weights\.safetensors: tensor 'W_dec' contains 1 NaN"
+    ):
+        load_sae(tmp_path / "sae")

@@ -56,3 +56,12 @@ def test_geometric_median_beats_mean_with_outlier() -> None:
     point = median.clone().requires_grad_(True)
     (x - point).norm(dim=1).sum().backward()
     assert point.grad.norm().item() < 1e-2
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_normalization_scale_rejects_non_finite(bad_value: float) -> None:
+    x = torch.randn(10, 4)
+    x[3, 1] = bad_value
+    x[7, 0] = bad_value
+    with pytest.raises(ValueError, match="2 of 10 activations contain NaN or infinite values"):
+        normalization_scale(x)
