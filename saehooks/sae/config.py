@@ -49,6 +49,7 @@ class SAEConfig:
     """Nested prefix sizes for 'matryoshka', increasing and ending at d_sae, e.g. 512,2048,4608."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.d_in < 1 or self.d_sae < 1:
             raise ValueError(
                 f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}"
@@ -75,14 +76,44 @@ class SAEConfig:
             raise ValueError(f"jumprelu_bandwidth={self.jumprelu_bandwidth} must be positive")
         self._check_matryoshka_widths()
 
+    def _check_types(self) -> None:
+        """Raise a ``TypeError`` naming the field whose value has the wrong type.
+
+        Values from ``cfg.json`` are not checked by Python, so ``"k": "eight"`` would otherwise
+        fail later inside a comparison with a message that names no field.
+        """
+        expected: dict[str, tuple[str, tuple[type, ...]]] = {
+            "d_in": ("an integer", (int,)),
+            "d_sae": ("an integer", (int,)),
+            "architecture": ("a string", (str,)),
+            "k": ("an integer or None", (int, type(None))),
+            "dtype": ("a string", (str,)),
+            "apply_b_dec_to_input": ("a boolean", (bool,)),
+            "hook_name": ("a string", (str,)),
+            "model_name": ("a string", (str,)),
+            "jumprelu_threshold": ("a number", (int, float)),
+            "jumprelu_bandwidth": ("a number", (int, float)),
+            "matryoshka_widths": ("a list of integers or None", (tuple, list, type(None))),
+        }
+        for name, (description, types) in expected.items():
+            value = getattr(self, name)
+            # bool is a subclass of int, but a boolean is never a size or a threshold.
+            wrong_bool = isinstance(value, bool) and bool not in types
+            if wrong_bool or not isinstance(value, types):
+                raise TypeError(
+                    f"{name}={value!r} is invalid: it must be {description}, "
+                    f"not {type(value).__name__}"
+                )
+
     def _check_matryoshka_widths(self) -> None:
         widths = self.matryoshka_widths
         if widths is None:
             if self.architecture == "matryoshka":
+                example = (max(1, self.d_sae // 16), max(1, self.d_sae // 4), self.d_sae)
                 raise ValueError(
                     "architecture='matryoshka' needs matryoshka_widths, increasing prefix sizes "
-                    f"that end at d_sae={self.d_sae}, for example "
-                    f"({max(1, self.d_sae // 16)}, {max(1, self.d_sae // 4)}, {self.d_sae})"
+                    f"that end at d_sae={self.d_sae}, for example {example[0]},{example[1]},"
+                    f"{example[2]} (the tuple {example} in Python)"
                 )
             return
         if self.architecture != "matryoshka":

@@ -253,3 +253,11 @@ def test_non_finite_weight_raises(tmp_path: Path, bad_value: float) -> None:
         ValueError, match=r"sae_weights\.safetensors: tensor 'W_dec' contains 1 NaN"
     ):
         load_sae(tmp_path / "sae")
+
+
+def test_cfg_value_of_wrong_type_raises(tmp_path: Path) -> None:
+    save_sae(make_sae(), tmp_path / "sae")
+    rewrite_cfg(tmp_path / "sae", lambda values: values.update(k="eight"))
+
+    with pytest.raises(ValueError, match=r"cfg\.json: k='eight' is invalid: it must be an integer"):
+        load_sae(tmp_path / "sae")

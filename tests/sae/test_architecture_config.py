@@ -34,8 +34,28 @@ def test_invalid_matryoshka_widths(widths: tuple[int, ...]) -> None:
 
 
 def test_matryoshka_needs_widths() -> None:
-    with pytest.raises(ValueError, match="needs matryoshka_widths"):
-        SAEConfig(d_in=4, d_sae=64, architecture="matryoshka", k=2)
+    with pytest.raises(ValueError, match="needs matryoshka_widths") as raised:
+        SAEConfig(d_in=4, d_sae=144, architecture="matryoshka", k=2)
+    # The example is written as the command-line option takes it.
+    assert "for example 9,36,144 " in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("k", "eight", "k='eight' is invalid: it must be an integer or None, not str"),
+        ("d_sae", 64.0, "d_sae=64.0 is invalid: it must be an integer, not float"),
+        ("d_in", True, "d_in=True is invalid: it must be an integer, not bool"),
+        ("dtype", 16, "dtype=16 is invalid: it must be a string, not int"),
+        ("apply_b_dec_to_input", "yes", "apply_b_dec_to_input='yes' is invalid: it must be a"),
+        ("matryoshka_widths", "4,8", "matryoshka_widths='4,8' is invalid: it must be a list"),
+    ],
+)
+def test_field_of_wrong_type_is_named(field: str, value: object, message: str) -> None:
+    settings = {"d_in": 4, "d_sae": 8, "architecture": "topk", "k": 2, field: value}
+    with pytest.raises(TypeError) as raised:
+        SAEConfig(**settings)
+    assert str(raised.value).startswith(message)
 
 
 def test_widths_only_for_matryoshka() -> None:
