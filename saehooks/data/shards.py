@@ -7,8 +7,9 @@ tensor ``[n_tokens, d]`` per hook (the key is the hook name) and the token ids
 by position, exactly as ``activation_chunks`` flattens them, so reading the shards in order
 gives the same activation stream as the live harvest they came from.
 
-The manifest is written last, so a folder without one contains an unfinished harvest. Every file is
-written under a temporary name and renamed into place.
+The manifest is written last, so a folder without one contains an unfinished harvest. Shards and
+manifest are written into the ``.harvest-in-progress`` subfolder and renamed into place only when
+the harvest finishes, so an earlier harvest in the folder stays readable until then.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,9 @@ SHARD_DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+STAGING_FOLDER = ".harvest-in-progress"
+PREVIOUS_HARVEST_FOLDER = ".previous-harvest"
+DISCARDED_HARVEST_FOLDER = ".discarded-harvest"
 READ_CHUNK_TOKENS = 8192
 """Rows copied out of the memory map per chunk when shards are read back."""
 
@@ -44,13 +49,34 @@ def shard_filename(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
+def _harvest_files(folder: Path) -> list[Path]:
+    """Return the manifest (first, when present) and the shards in ``folder``."""
+    files = [folder / MANIFEST_FILENAME, *sorted(folder.glob("shard-*.safetensors"))]
+    return [path for path in files if path.exists()]
+
+
+def _move_files(source: Path, target: Path, files: list[Path] | None = None) -> None:
+    """Rename ``files`` (default: everything in ``source``) from ``source`` into ``target``."""
+    for path in files if files is not None else list(source.iterdir()):
+        os.replace(path, target / path.name)
+
+
+def _file_mode() -> int:
+    """Return 0o666 without the process umask, the mode ``open`` gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class ShardWriter:
     """Collect harvested batches and write them as shards of about ``shard_tokens`` rows each.
 
     ``add`` takes whole contexts; a shard is written as soon as it contains at least
     ``shard_tokens`` rows per hook, so shards end on context boundaries. ``close`` writes the
-    remaining rows and then the manifest. ``data_settings`` is stored verbatim in the manifest
-    under ``data``, next to the fields this class fills in itself.
+    remaining rows and the manifest and moves them into the folder, replacing an earlier
+    harvest there. ``abort`` discards what was written and leaves any earlier harvest in place.
+    ``data_settings`` is stored verbatim in the manifest under ``data``, next to the fields this
+    class fills in itself.
     """
 
     def __init__(
@@ -95,17 +121,25 @@ class ShardWriter:
     def _prepare_folder(self, overwrite: bool) -> None:
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"{self.folder} is a file; pass a folder path for the shards")
-        stale = [self.folder / MANIFEST_FILENAME, *self.folder.glob("shard-*.safetensors")]
-        stale = [path for path in stale if path.exists()]
-        if stale and not overwrite:
+        previous = self.folder / PREVIOUS_HARVEST_FOLDER
+        if previous.is_dir():
+            logger.warning(
+                "restoring the harvest that an interrupted overwrite left in %s", self.folder
+            )
+            _move_files(previous, self.folder)
+            previous.rmdir()
+        shutil.rmtree(self.folder / DISCARDED_HARVEST_FOLDER, ignore_errors=True)
+        if _harvest_files(self.folder) and not overwrite:
             raise FileExistsError(
                 f"{self.folder} already contains activation shards; choose another folder or pass "
                 "--overwrite to replace them"
             )
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        # The manifest goes first, so an interrupted clean-up leaves no folder that looks complete.
-        for path in stale:
-            path.unlink()
+        # New shards wait here until close, so the folder keeps any earlier harvest until then.
+        self._staging = self.folder / STAGING_FOLDER
+        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging.mkdir()
 
     def add(self, token_ids: torch.Tensor, acts: dict[str, torch.Tensor]) -> None:
         """Queue contexts ``[B, T]`` with their activations ``[B * tokens_per_context, d]``."""
@@ -130,7 +164,7 @@ class ShardWriter:
             self._write_shard()
 
     def close(self) -> Path:
-        """Write the last shard and the manifest; return the manifest's path."""
+        """Write the last shard and the manifest, move both into the folder, return the manifest."""
         if self._pending_rows > 0:
             self._write_shard()
         manifest = {
@@ -146,25 +180,60 @@ class ShardWriter:
             "data": self.data_settings,
             "shards": self.shards,
         }
-        path = self.folder / MANIFEST_FILENAME
-        temporary = path.with_name(f".{path.name}.tmp")
+        temporary = self._staging / MANIFEST_FILENAME
         temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        temporary.chmod(_file_mode())
+        self._move_into_place()
         logger.info(
             "wrote %d activations per hook in %d shards to %s",
             self.num_tokens,
             len(self.shards),
             self.folder,
         )
-        return path
+        return self.folder / MANIFEST_FILENAME
+
+    def abort(self) -> None:
+        """Delete the shards written so far and leave the folder as it was before the harvest."""
+        shutil.rmtree(self._staging, ignore_errors=True)
+        if self._created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def _move_into_place(self) -> None:
+        """Replace an earlier harvest in the folder with the staged one, manifest last.
+
+        The earlier harvest's files wait in ``.previous-harvest`` until the new manifest is in
+        place. An error or Ctrl-C before that moves them back, and a process killed outright
+        leaves them for the next ``ShardWriter`` on the folder to restore.
+        """
+        previous = self.folder / PREVIOUS_HARVEST_FOLDER
+        previous.mkdir()
+        # The manifest goes first, so the folder never looks complete with shards missing.
+        _move_files(self.folder, previous, _harvest_files(self.folder))
+        try:
+            manifest = self._staging / MANIFEST_FILENAME
+            _move_files(
+                self._staging, self.folder, [p for p in self._staging.iterdir() if p != manifest]
+            )
+            os.replace(manifest, self.folder / MANIFEST_FILENAME)
+        except BaseException:
+            _move_files(self.folder, self._staging, _harvest_files(self.folder))
+            _move_files(previous, self.folder)
+            previous.rmdir()
+            raise
+        # Renamed first, so a kill during the deletion leaves nothing that looks restorable.
+        discarded = self.folder / DISCARDED_HARVEST_FOLDER
+        os.replace(previous, discarded)
+        shutil.rmtree(discarded)
+        self._staging.rmdir()
 
     def _write_shard(self) -> None:
         tensors = {hook: torch.cat(parts) for hook, parts in self._pending_acts.items()}
         tensors[TOKEN_IDS_KEY] = torch.cat(self._pending_tokens)
         name = shard_filename(len(self.shards))
-        temporary = self.folder / f".{name}.tmp"
+        temporary = self._staging / f".{name}.tmp"
         save_file(tensors, str(temporary))
-        os.replace(temporary, self.folder / name)
+        temporary.chmod(_file_mode())
+        os.replace(temporary, self._staging / name)
         self.shards.append(
             {
                 "file": name,

@@ -37,9 +37,10 @@ def harvest_shards(
     with ``data_cfg.drop_bos`` position 0 is left out. The last batch is harvested whole and
     trimmed to the contexts needed, so every stored activation equals the live one bit for bit.
     The harvest makes at most one pass over the training split and stores fewer tokens, with a
-    warning, when the split ends first. Ctrl-C stops it cleanly and the shards written so far
-    get their manifest. When ``host`` is None, the host that ``data_cfg.model`` names is loaded
-    in ``data_cfg.host_dtype``, as for live training.
+    warning, when the split ends first. An error or Ctrl-C (KeyboardInterrupt, re-raised)
+    deletes the shards written so far and writes no manifest, so an earlier harvest in
+    ``out_dir`` stays as it was. When ``host`` is None, the host that ``data_cfg.model`` names
+    is loaded in ``data_cfg.host_dtype``, as for live training.
 
     Returns:
         The finished shard folder, opened.
@@ -64,7 +65,6 @@ def harvest_shards(
     total = needed_contexts * writer.tokens_per_context
     bar = tqdm(total=total, unit="tok", unit_scale=True, disable=not progress)
     contexts = 0
-    interrupted = False
     try:
         for tokens in token_stream(data_cfg, host).batches("train", data_cfg.harvest_batch_size):
             harvested = host.harvest(tokens, hooks)  # hook -> [B, T, d]
@@ -78,21 +78,21 @@ def harvest_shards(
             bar.update(keep * writer.tokens_per_context)
             if contexts >= needed_contexts:
                 break
-    except KeyboardInterrupt:
-        interrupted = True
-        logger.warning("harvest interrupted after %d activations per hook", writer.num_tokens)
+        if writer.num_tokens == 0:
+            raise ValueError(
+                "the harvest stored no activations: the training split contains no full context "
+                f"of {data_cfg.context_size} tokens; use a larger corpus or a smaller context_size"
+            )
+        if writer.num_tokens < total_tokens:
+            logger.warning(
+                "the harvest stored %d activations per hook, fewer than the %d requested",
+                writer.num_tokens,
+                total_tokens,
+            )
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         bar.close()
-    if writer.num_tokens == 0 and not interrupted:
-        raise ValueError(
-            "the harvest stored no activations: the training split holds no full context of "
-            f"{data_cfg.context_size} tokens; use a larger corpus or a smaller context_size"
-        )
-    if writer.num_tokens < total_tokens:
-        logger.warning(
-            "the harvest stored %d activations per hook, fewer than the %d requested",
-            writer.num_tokens,
-            total_tokens,
-        )
-    writer.close()
     return ActivationShards(out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from saehooks.cli import main
-from saehooks.data import ActivationShards
+from saehooks.data import ActivationShards, ShardWriter
 from saehooks.hosts import TransformerLensHost
 from saehooks.io import load_sae
 from saehooks.sae import SAEConfig
@@ -425,3 +426,121 @@ def test_cli_sweep_stops_cleanly_on_sigterm(
         run = json.loads((path.parent / "run.json").read_text())
         assert run["result"]["steps"] == steps
         assert run["result"]["interrupted"] is True
+
+
+def small_harvest(host: TransformerLensHost, data_cfg: DataConfig, folder: Path) -> None:
+    """Harvest 300 tokens at ``HOOK`` into ``folder`` in shards of about 100 rows."""
+    harvest_shards(
+        data_cfg, [HOOK], folder, 300, host=host, shard_tokens=100, overwrite=True, progress=False
+    )
+
+
+def harvest_contents(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_failed_overwrite_keeps_old_harvest(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    small_harvest(tiny_host, data_cfg, folder)
+    before = harvest_contents(folder)
+
+    # Every document is shorter than one context, so the new harvest fails after the model ran.
+    short_corpus = tmp_path / "short"
+    short_corpus.mkdir()
+    for index in range(5):
+        (short_corpus / f"doc{index}.txt").write_text("w1 w2")
+    short_cfg = dataclasses.replace(data_cfg, corpus=str(short_corpus))
+    with pytest.raises(ValueError, match="stored no activations"):
+        harvest_shards(
+            short_cfg, [HOOK], folder, 300, host=tiny_host, overwrite=True, progress=False
+        )
+
+    assert harvest_contents(folder) == before
+    assert sorted(path.name for path in folder.iterdir()) == sorted(before)
+    assert ActivationShards(folder).num_tokens == 300
+
+
+def test_aborted_overwrite_keeps_old_harvest(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    small_harvest(tiny_host, data_cfg, folder)
+    before = harvest_contents(folder)
+
+    writer = ShardWriter(
+        folder,
+        model_name="tiny",
+        hook_widths={HOOK: 4},
+        context_size=3,
+        drop_bos=False,
+        data_settings={},
+        shard_tokens=3,
+        overwrite=True,
+    )
+    writer.add(torch.zeros(2, 3, dtype=torch.int64), {HOOK: torch.ones(6, 4)})
+    writer.abort()
+
+    assert harvest_contents(folder) == before
+    assert sorted(path.name for path in folder.iterdir()) == sorted(before)
+
+
+def test_aborted_first_harvest_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "shards"
+    writer = ShardWriter(
+        folder,
+        model_name="tiny",
+        hook_widths={HOOK: 4},
+        context_size=3,
+        drop_bos=False,
+        data_settings={},
+        shard_tokens=3,
+    )
+    writer.add(torch.zeros(2, 3, dtype=torch.int64), {HOOK: torch.ones(6, 4)})
+    writer.abort()
+
+    assert not folder.exists()
+
+
+def test_killed_harvest_swap_restores_old(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    small_harvest(tiny_host, data_cfg, folder)
+    before = harvest_contents(folder)
+    # What a SIGKILL in the middle of the final swap leaves: the old harvest moved aside, one
+    # new shard in place and no manifest.
+    previous = folder / ".previous-harvest"
+    previous.mkdir()
+    for name in before:
+        os.replace(folder / name, previous / name)
+    (folder / "shard-00000.safetensors").write_bytes(b"partial")
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        small_harvest_without_overwrite(tiny_host, data_cfg, folder)
+
+    assert harvest_contents(folder) == before
+    assert not previous.exists()
+
+
+def small_harvest_without_overwrite(
+    host: TransformerLensHost, data_cfg: DataConfig, folder: Path
+) -> None:
+    harvest_shards(data_cfg, [HOOK], folder, 300, host=host, progress=False)
+
+
+def test_shard_files_get_umask_mode(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    old_umask = os.umask(0o027)
+    try:
+        small_harvest(tiny_host, data_cfg, folder)
+    finally:
+        os.umask(old_umask)
+
+    shard_files = sorted(folder.glob("shard-*.safetensors"))
+    assert len(shard_files) == 3
+    for path in [*shard_files, folder / "manifest.json"]:
+        assert path.stat().st_mode & 0o777 == 0o640, path.name
