@@ -111,19 +111,43 @@ def text_files_corpus(path: str | Path) -> Corpus:
     else:
         raise FileNotFoundError(f"text corpus path {root} does not exist")
     logger.debug("text corpus %s: %d files", root, len(files))
-    return Corpus(f"files:{root}", lambda: (f.read_text(encoding="utf-8") for f in files))
+    return Corpus(f"files:{root}", lambda: _read_files(files))
+
+
+def _not_utf8_error(file: Path, error: UnicodeDecodeError) -> ValueError:
+    """Build the error for a corpus file that is not UTF-8, naming the file and the byte."""
+    return ValueError(
+        f"corpus file {file} is not valid UTF-8 text ({error.reason} at byte {error.start}); "
+        "convert it to UTF-8, for example with 'iconv -f LATIN1 -t UTF-8', or remove it"
+    )
+
+
+def _read_files(files: list[Path]) -> Iterator[str]:
+    """Yield the whole text of each file in ``files``, in order."""
+    for file in files:
+        try:
+            yield file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise _not_utf8_error(file, error) from error
 
 
 def _read_paragraphs(file: Path) -> Iterator[str]:
-    """Yield the blank-line-separated paragraphs of ``file`` that contain text."""
+    """Yield the blank-line-separated paragraphs of ``file`` that contain text.
+
+    Raises:
+        ValueError: ``file`` is not valid UTF-8.
+    """
     paragraph: list[str] = []
     with file.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                paragraph.append(line)
-            elif paragraph:
-                yield "".join(paragraph)
-                paragraph = []
+        try:
+            for line in lines:
+                if line.strip():
+                    paragraph.append(line)
+                elif paragraph:
+                    yield "".join(paragraph)
+                    paragraph = []
+        except UnicodeDecodeError as error:
+            raise _not_utf8_error(file, error) from error
     if paragraph:
         yield "".join(paragraph)
 
@@ -142,27 +166,34 @@ def jsonl_corpus(path: str | Path, text_field: str = "text") -> Corpus:
 
 def _read_jsonl_texts(file: Path, text_field: str) -> Iterator[str]:
     with file.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{file}, line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON ({error})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            if text_field not in record:
-                raise ValueError(
-                    f"{where}: missing text field {text_field!r}. The line has the fields "
-                    f"{sorted(record)}. Pass the right field name as text_field."
-                )
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise ValueError(
-                    f"{where}: field {text_field!r} is a {type(text).__name__}, expected a string"
-                )
-            yield text
+        try:
+            yield from _jsonl_texts(file, lines, text_field)
+        except UnicodeDecodeError as error:
+            raise _not_utf8_error(file, error) from error
+
+
+def _jsonl_texts(file: Path, lines: Iterator[str], text_field: str) -> Iterator[str]:
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file}, line {line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: invalid JSON ({error})") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        if text_field not in record:
+            raise ValueError(
+                f"{where}: missing text field {text_field!r}. The line has the fields "
+                f"{sorted(record)}. Pass the right field name as text_field."
+            )
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise ValueError(
+                f"{where}: field {text_field!r} is a {type(text).__name__}, expected a string"
+            )
+        yield text
 
 
 # -- Hugging Face datasets --------------------------------------------------------------------

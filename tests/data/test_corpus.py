@@ -188,3 +188,28 @@ def test_unsupported_file_type_raises(tmp_path):
     path = write(tmp_path / "table.csv", "a,b\n")
     with pytest.raises(ValueError, match="unsupported type"):
         load_corpus(str(path))
+
+
+LATIN1_TEXT = "Café au lait.\n\nSecond paragraph.\n".encode("latin-1")
+
+
+@pytest.mark.parametrize("layout", ["text file", "folder", "jsonl"])
+def test_non_utf8_file_error_names_it(tmp_path: Path, layout: str) -> None:
+    if layout == "text file":
+        bad_file = tmp_path / "notes.txt"
+        bad_file.write_bytes(LATIN1_TEXT)
+        corpus = load_corpus(str(bad_file))
+    elif layout == "folder":
+        (tmp_path / "a.txt").write_text("fine text\n", encoding="utf-8")
+        bad_file = tmp_path / "b.txt"
+        bad_file.write_bytes(LATIN1_TEXT)
+        corpus = load_corpus(str(tmp_path))
+    else:
+        bad_file = tmp_path / "texts.jsonl"
+        bad_file.write_bytes(b'{"text": "ok"}\n{"text": "Caf\xe9"}\n')
+        corpus = load_corpus(str(bad_file))
+
+    with pytest.raises(ValueError, match="is not valid UTF-8") as raised:
+        list(corpus)
+    assert str(bad_file) in str(raised.value)
+    assert "convert it to UTF-8" in str(raised.value)
