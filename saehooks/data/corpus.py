@@ -115,9 +115,10 @@ def text_files_corpus(path: str | Path) -> Corpus:
 
 
 def _not_utf8_error(file: Path, error: UnicodeDecodeError) -> ValueError:
-    """Build the error for a corpus file that is not UTF-8, naming the file and the byte."""
+    """Build the error for a corpus file that is not UTF-8, naming the file."""
+    # error.start counts from the start of the decoded chunk, not of the file, so it is left out.
     return ValueError(
-        f"corpus file {file} is not valid UTF-8 text ({error.reason} at byte {error.start}); "
+        f"corpus file {file} is not valid UTF-8 text ({error.reason}); "
         "convert it to UTF-8, for example with 'iconv -f LATIN1 -t UTF-8', or remove it"
     )
 
