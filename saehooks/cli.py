@@ -8,6 +8,7 @@ import itertools
 import logging
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_argument(hooks)
 
     pretrained = commands.add_parser("pretrained", help="the registry of pretrained dictionaries")
-    pretrained_commands = pretrained.add_subparsers(dest="pretrained_command", required=True)
+    # The metavar names the choices in the "required" error, which would otherwise show the dest.
+    pretrained_commands = pretrained.add_subparsers(
+        dest="pretrained_command", required=True, metavar="{list}"
+    )
     pretrained_commands.add_parser("list", help="print the index of pretrained dictionaries")
     return parser
 
@@ -174,11 +178,32 @@ def is_sweep(args: argparse.Namespace) -> bool:
     return any(values is not None for values in (args.hook_names, args.sweep_k, args.sweep_d_sae))
 
 
+def check_sweep_values(args: argparse.Namespace) -> None:
+    """Reject a value given twice to one sweep option, because both SAEs would share a folder.
+
+    Hook names that differ in spelling but name one hook point are caught only after the model
+    loads, by ``train_saes``.
+    """
+    options = {
+        "--hook-names": args.hook_names,
+        "--sweep-k": args.sweep_k,
+        "--sweep-d-sae": args.sweep_d_sae,
+    }
+    for flag, values in options.items():
+        repeated = [value for value, count in Counter(values or []).items() if count > 1]
+        if repeated:
+            raise ValueError(
+                f"{flag} lists {', '.join(map(str, repeated))} more than once, but each value "
+                "trains one SAE into its own folder; give every value once"
+            )
+
+
 def run_train_many(args: argparse.Namespace) -> int:
     from saehooks.data import ActivationShards
     from saehooks.training.multi import SAEJob, train_saes
     from saehooks.training.pipeline import activation_width, load_training_host
 
+    check_sweep_values(args)
     data_cfg, train_cfg, remedy_cfg = train_configs(args)
     host = None
     if args.activations is None:

@@ -208,3 +208,37 @@ def test_eval_checks_corpus_before_loading(
     error = capsys.readouterr().err
     assert "invalid corpus spec 'no-such-corpus.txt'" in error
     assert "no-model" not in error
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--sweep-k", "4", "8", "4"], "--sweep-k lists 4 more than once"),
+        (["--sweep-d-sae", "64", "64"], "--sweep-d-sae lists 64 more than once"),
+        (
+            ["--hook-names", "blocks.1.hook_resid_post", "blocks.1.hook_resid_post"],
+            "--hook-names lists blocks.1.hook_resid_post more than once",
+        ),
+    ],
+)
+def test_repeated_sweep_value_rejected_before_loading(
+    options: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(no_model_args(tmp_path, *options)) == 2
+
+    error = capsys.readouterr().err
+    assert message in error
+    assert "no-model" not in error  # the model was never loaded
+
+
+def test_pretrained_without_subcommand_names_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrained"])
+    error = capsys.readouterr().err
+    assert "the following arguments are required: {list}" in error
+    assert "pretrained_command" not in error
