@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SUBSTRING",
         help="list only the names that contain SUBSTRING, for example resid_post",
     )
+    hooks.add_argument(
+        "--all",
+        action="store_true",
+        help="also list the hooks an SAE cannot train on, whose activation is not "
+        "[batch, position, d] (attention patterns, per-head values, norm scales)",
+    )
     add_backend_argument(hooks)
 
     pretrained = commands.add_parser("pretrained", help="the registry of pretrained dictionaries")
@@ -422,17 +428,28 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_hooks(args: argparse.Namespace) -> int:
     from saehooks.hosts import load_host
+    from saehooks.hosts.base import trainable_hook_names
 
     host = load_host(args.model, backend=args.backend)
-    names = host.hook_names()
+    all_names = host.hook_names()
+    names = all_names if args.all else trainable_hook_names(host)
     if args.filter is not None:
         names = [name for name in names if args.filter in name]
-        if not names:
-            raise ValueError(
-                f"no hook name of {host.model_name} contains {args.filter!r}; run without "
-                f"--filter to list all {len(host.hook_names())} names"
-            )
+    matching = [name for name in all_names if args.filter is None or args.filter in name]
+    hidden = len(matching) - len(names)
+    if args.filter is not None and not names:
+        raise ValueError(
+            f"no hook name of {host.model_name} contains {args.filter!r}; run without "
+            f"--filter to list all {len(all_names)} names"
+            + ("" if args.all else ", or add --all to include hooks an SAE cannot train on")
+        )
     print("\n".join(names))
+    if hidden:
+        print(
+            f"{hidden} hooks that an SAE cannot train on (activations that are not "
+            "[batch, position, d], or rotary cos and sin) are not listed; --all lists them",
+            file=sys.stderr,
+        )
     return 0
 
 

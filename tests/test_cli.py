@@ -175,7 +175,7 @@ def test_hooks_lists_names_per_backend(
     nnsight = capsys.readouterr().out.splitlines()
 
     assert "blocks.1.hook_resid_post" in transformer_lens
-    assert "blocks.1.attn.hook_pattern" in transformer_lens
+    assert "blocks.1.mlp.hook_post" in transformer_lens  # [B, T, d_mlp] is trainable
     assert all(name.startswith("blocks.1.") for name in transformer_lens)
     assert sorted(nnsight) == [
         "blocks.1.hook_attn_out",
@@ -242,3 +242,31 @@ def test_pretrained_without_subcommand_names_choices(capsys: pytest.CaptureFixtu
     error = capsys.readouterr().err
     assert "the following arguments are required: {list}" in error
     assert "pretrained_command" not in error
+
+
+def test_hooks_hides_untrainable_names_unless_all(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["hooks", str(tiny_model_dir), "--filter", "blocks.1."]) == 0
+    output = capsys.readouterr()
+    trainable = output.out.splitlines()
+    assert main(["hooks", str(tiny_model_dir), "--filter", "blocks.1.", "--all"]) == 0
+    every_name = capsys.readouterr().out.splitlines()
+
+    # [B, heads, T, T], [B, T, heads, d_head] and [B, T, 1] activations cannot be trained on,
+    # and rotary cos and sin depend only on the position.
+    untrainable = [
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.attn.hook_attn_scores",
+        "blocks.1.attn.hook_z",
+        "blocks.1.attn.hook_q",
+        "blocks.1.ln1.hook_scale",
+        "blocks.1.attn.hook_cos",
+    ]
+    for name in untrainable:
+        assert name not in trainable, name
+        assert name in every_name, name
+    assert "blocks.1.hook_resid_post" in trainable
+    assert set(trainable) < set(every_name)
+    assert "--all lists them" in output.err

@@ -137,6 +137,40 @@ def unknown_hook_error(name: str, valid_names: Sequence[str], model_name: str) -
     )
 
 
+def trainable_hook_names(host: Host) -> list[str]:
+    """Return the hook names of ``host`` whose activation is ``[batch, position, d]`` with d > 1.
+
+    An SAE trains on one vector per token, so the other hooks cannot be trained on. These are
+    attention patterns and scores (``[B, heads, T, T]``), per-head values such as
+    ``attn.hook_z`` (``[B, T, heads, d_head]``), token ids and norm scales (``[B, T, 1]``).
+    Hooks that do not fire in a forward pass are left out as well, and so are rotary
+    ``hook_cos`` and ``hook_sin``, which have the shape but depend only on the position, not
+    the text. The shapes come from one forward pass on three tokens.
+    """
+    names = host.hook_names()
+    positions = 3
+    tokens = torch.full((1, positions), host.bos_token_id, dtype=torch.long)
+    shapes: dict[str, torch.Size] = {}
+
+    def record_shape(name: str) -> HookFunction:
+        def record(value: Tensor) -> None:
+            if isinstance(value, Tensor) and value.is_floating_point():
+                shapes[name] = value.shape
+
+        return record
+
+    host.run_with_hooks(tokens, [(name, record_shape(name)) for name in names])
+    return [
+        name
+        for name in names
+        if name in shapes
+        and not name.endswith(("hook_cos", "hook_sin"))
+        and len(shapes[name]) == 3
+        and shapes[name][:2] == (1, positions)
+        and shapes[name][2] > 1
+    ]
+
+
 def check_tokens(tokens: Tensor) -> Tensor:
     """Check that ``tokens`` are integer token ids ``[B, T]`` and return them as int64.
 
@@ -204,5 +238,6 @@ __all__ = [
     "apply_replacement",
     "check_tokens",
     "splice_positions",
+    "trainable_hook_names",
     "unknown_hook_error",
 ]
