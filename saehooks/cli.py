@@ -243,9 +243,12 @@ def run_train_many(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
+    exit_code = 0
     for outcome in outcomes:
-        report_outcome(outcome, args, data_cfg, host)
-    return 0
+        exit_code = max(exit_code, report_outcome(outcome, args, data_cfg, host))
+        if exit_code != 0 and not outcome.result.interrupted:
+            break  # Ctrl-C stopped this SAE's evaluation, so skip the evaluation of the others
+    return exit_code
 
 
 def add_harvest_parser(commands: argparse._SubParsersAction) -> None:
@@ -357,7 +360,10 @@ def report_outcome(
     )
     if outcome.result.interrupted:
         print(f"evaluation skipped; run 'saehooks eval {outcome.run_dir}' to evaluate")
-    elif args.eval_tokens > 0:
+        return INTERRUPTED_EXIT_CODE
+    if args.eval_tokens == 0:
+        return 0
+    try:
         result, metrics_path = evaluate_saved(
             outcome.run_dir,
             args.eval_tokens,
@@ -366,8 +372,15 @@ def report_outcome(
             progress=not args.quiet,
             backend=args.backend,
         )
-        print(format_table(result))
-        print(f"metrics written to {metrics_path}")
+    except KeyboardInterrupt:
+        print(
+            f"evaluation interrupted; the SAE is saved in {outcome.sae_dir}. Run 'saehooks eval "
+            f"{outcome.run_dir}' to evaluate it",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT_CODE
+    print(format_table(result))
+    print(f"metrics written to {metrics_path}")
     return 0
 
 
@@ -486,6 +499,10 @@ def run_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it."""
+
+
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -509,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hooks":
             return run_hooks(args)
         return run_eval(args)
+    except KeyboardInterrupt:
+        # Training and harvesting remove what they had not saved and keep earlier outputs.
+        print("interrupted; unfinished outputs were removed and earlier ones kept", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as error:
         # Messages name config fields such as total_tokens, but the user typed flags (--tokens).
         print(f"error: {name_flags(str(error), getattr(args, FLAGS_DEST, {}))}", file=sys.stderr)

@@ -419,7 +419,7 @@ def test_cli_sweep_stops_cleanly_on_sigterm(
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
 
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr
     assert stdout.count("training interrupted") == 2
     for path in metrics_paths:
         steps = len(path.read_text().splitlines())
@@ -544,3 +544,41 @@ def test_shard_files_get_umask_mode(
     assert len(shard_files) == 3
     for path in [*shard_files, folder / "manifest.json"]:
         assert path.stat().st_mode & 0o777 == 0o640, path.name
+
+
+def test_cli_interrupted_harvest_keeps_old(
+    tiny_host: TransformerLensHost, data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shards"
+    small_harvest(tiny_host, data_cfg, folder)
+    before = harvest_contents(folder)
+    # 3000 documents of 200 words: about 37,000 contexts, far more than harvest before the signal.
+    generator = torch.Generator().manual_seed(5)
+    words = torch.randint(0, 61, (3000, 200), generator=generator).tolist()
+    big_corpus = tmp_path / "big.txt"
+    big_corpus.write_text("\n\n".join(" ".join(f"w{word}" for word in doc) for doc in words))
+
+    command = [sys.executable, "-m", "saehooks.cli", "harvest", "--out", str(folder)]
+    command += ["--model", data_cfg.model, "--corpus", str(big_corpus), "--hook-names", HOOK]
+    command += ["--context-size", "16", "--harvest-batch-size", "1", "--shard-tokens", "100"]
+    command += ["--tokens", "100000000", "--overwrite", "--quiet"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    staged_shard = folder / ".harvest-in-progress" / "shard-00001.safetensors"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not staged_shard.exists():
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()[1]
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted;")
+    assert harvest_contents(folder) == before
+    assert sorted(path.name for path in folder.iterdir()) == sorted(before)

@@ -159,8 +159,9 @@ def test_cli_stop_signal_saves_what_was_trained(
     process.send_signal(stop_signal)
     stdout, stderr = process.communicate(timeout=120)
 
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr
     assert "training interrupted" in stdout
+    assert f"SAE saved to {run_dir / 'sae'}" in stdout
     assert "evaluation skipped" in stdout
     sae = load_sae(run_dir / "sae")
     steps = len(metrics_path.read_text().splitlines())
@@ -268,3 +269,35 @@ def test_killed_overwrite_restores_old_run(
     assert load_sae(run_dir / "sae").cfg.d_sae == 64
     assert len((run_dir / "train_metrics.jsonl").read_text().splitlines()) > 1
     assert not (run_dir / ".previous-run").exists()
+
+
+def test_cli_interrupt_before_training_cleans_up(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "saehooks.cli", "train", "--out", str(run_dir)]
+    command += ["--model", str(tiny_model_dir), "--corpus", str(word_corpus)]
+    command += ["--hook-name", "blocks.1.hook_resid_post", "--context-size", "16"]
+    # A buffer this large takes minutes to fill, so the signal lands before the first step.
+    command += ["--buffer-tokens", "50000000", "--batch-size", "32", "--d-sae", "64"]
+    command += ["--k", "4", "--tokens", "100000000", "--eval-tokens", "0", "--quiet"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not run_dir.exists():
+        time.sleep(0.1)
+    time.sleep(2)
+    assert process.poll() is None, process.communicate()[1]
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted;")
+    assert "training" not in stdout
+    assert not run_dir.exists()
