@@ -44,6 +44,7 @@ class TrainOutcome:
 
 def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
     """The packed-context stream that ``data_cfg`` describes, tokenised by ``host``."""
+    check_context_size(data_cfg.context_size, host)
     return TokenStream(
         load_corpus(data_cfg.corpus, data_cfg.text_field),
         host.tokenizer,
@@ -57,7 +58,33 @@ def token_stream(data_cfg: DataConfig, host: Host) -> TokenStream:
 def load_training_host(data_cfg: DataConfig, backend: Backend = "transformer_lens") -> Host:
     """Load the host ``data_cfg`` names, in ``data_cfg.host_dtype``, harvesting float32."""
     dtype = DTYPES[data_cfg.host_dtype]
-    return load_host(data_cfg.model, dtype, backend, activation_dtype=torch.float32)
+    host = load_host(data_cfg.model, dtype, backend, activation_dtype=torch.float32)
+    check_context_size(data_cfg.context_size, host)
+    return host
+
+
+def max_context_size(host: Host) -> int | None:
+    """Return the host model's maximum context in tokens, or None when its config has none.
+
+    TransformerLens configs store it as ``n_ctx``, Hugging Face configs as
+    ``max_position_embeddings``.
+    """
+    bridge_cfg = getattr(getattr(host, "bridge", None), "cfg", None)
+    limit = getattr(bridge_cfg, "n_ctx", None)
+    if limit is None:
+        model_config = getattr(getattr(host, "model", None), "config", None)
+        limit = getattr(model_config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def check_context_size(context_size: int, host: Host) -> None:
+    """Raise ValueError when ``context_size`` exceeds the host model's maximum context."""
+    limit = max_context_size(host)
+    if limit is not None and context_size > limit:
+        raise ValueError(
+            f"context_size={context_size} exceeds the maximum context of {host.model_name}, "
+            f"{limit} tokens; set context_size to at most {limit}"
+        )
 
 
 def repeated_train_batches(stream: TokenStream, batch_size: int) -> Iterator[torch.Tensor]:

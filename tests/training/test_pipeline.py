@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from saehooks.cli import main
 from saehooks.evaluation.saved_run import evaluate_saved
 from saehooks.hosts import TransformerLensHost
 from saehooks.io import load_sae
@@ -301,3 +302,37 @@ def test_cli_interrupt_before_training_cleans_up(
     assert stderr.strip().splitlines()[-1].startswith("interrupted;")
     assert "training" not in stdout
     assert not run_dir.exists()
+
+
+def test_context_size_above_model_max_raises(
+    tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
+) -> None:
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=64)
+    too_long = dataclasses.replace(data_cfg, context_size=65)  # the tiny model's n_ctx is 64
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    with pytest.raises(ValueError, match="context_size=65 exceeds the maximum context") as error:
+        train_sae(sae_cfg, too_long, train_cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert "at most 64" in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+    longest = dataclasses.replace(data_cfg, context_size=64)
+    train_sae(sae_cfg, longest, train_cfg, tmp_path / "run", host=tiny_host, progress=False)
+    assert (tmp_path / "run" / "run.json").exists()
+
+
+def test_cli_context_size_above_max_rejected(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("train", "harvest"):
+        out = tmp_path / command
+        hook_flag = "--hook-name" if command == "train" else "--hook-names"
+        exit_code = main(
+            [command, "--out", str(out), "--model", str(tiny_model_dir)]
+            + ["--corpus", str(word_corpus), hook_flag, "blocks.1.hook_resid_post"]
+            + ["--context-size", "100", "--tokens", "64", "--quiet"]
+        )
+        stderr = capsys.readouterr().err
+        assert exit_code == 2, command
+        assert "--context-size=100 exceeds the maximum context" in stderr, command
+        assert "set --context-size to at most 64" in stderr, command
+        assert not out.exists(), command
