@@ -118,6 +118,11 @@ class TrainingConfig:
         for name in ("total_tokens", "batch_size", "dead_window_tokens", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.batch_size > self.total_tokens:
+            raise ValueError(
+                f"batch_size={self.batch_size} exceeds total_tokens={self.total_tokens}, so the "
+                "token budget does not cover one full batch; lower batch_size or raise total_tokens"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be positive")
         if self.lr_warmup_steps < 0:
@@ -143,7 +148,7 @@ class TrainingConfig:
 
     @property
     def total_steps(self) -> int:
-        return max(1, self.total_tokens // self.batch_size)
+        return self.total_tokens // self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

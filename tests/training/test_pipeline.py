@@ -326,13 +326,29 @@ def test_cli_context_size_above_max_rejected(
     for command in ("train", "harvest"):
         out = tmp_path / command
         hook_flag = "--hook-name" if command == "train" else "--hook-names"
+        batch_flags = ["--batch-size", "32"] if command == "train" else []
         exit_code = main(
             [command, "--out", str(out), "--model", str(tiny_model_dir)]
             + ["--corpus", str(word_corpus), hook_flag, "blocks.1.hook_resid_post"]
-            + ["--context-size", "100", "--tokens", "64", "--quiet"]
+            + ["--context-size", "100", "--tokens", "64", "--quiet", *batch_flags]
         )
         stderr = capsys.readouterr().err
         assert exit_code == 2, command
         assert "--context-size=100 exceeds the maximum context" in stderr, command
         assert "set --context-size to at most 64" in stderr, command
         assert not out.exists(), command
+
+
+def test_cli_batch_size_above_tokens_rejected(
+    tiny_model_dir: Path, word_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = main(
+        ["train", "--out", str(tmp_path / "run"), "--model", str(tiny_model_dir)]
+        + ["--corpus", str(word_corpus), "--hook-name", "blocks.1.hook_resid_post"]
+        + ["--context-size", "16", "--tokens", "100", "--batch-size", "128", "--quiet"]
+    )
+    stderr = capsys.readouterr().err
+    assert exit_code == 2
+    assert "--batch-size=128 exceeds --tokens=100" in stderr
+    assert "lower --batch-size or raise --tokens" in stderr
+    assert not (tmp_path / "run").exists()

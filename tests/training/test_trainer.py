@@ -128,8 +128,9 @@ def test_signal_inside_step_finishes_step(signal_number: int, tmp_path: Path) ->
 
 def test_topk_decoder_rows_stay_unit_norm(tmp_path: Path) -> None:
     sae_cfg = SAEConfig(d_in=D_IN, d_sae=32, architecture="topk", k=4)
-    trainer = train(TrainingConfig(total_tokens=640, batch_size=64), sae_cfg, tmp_path,
-                    planted_batches(10, 64))
+    trainer = train(
+        TrainingConfig(total_tokens=640, batch_size=64), sae_cfg, tmp_path, planted_batches(10, 64)
+    )
     assert_close(trainer.sae.W_dec.norm(dim=1), torch.ones(32))
 
 
@@ -153,6 +154,13 @@ def test_config_errors_name_the_field() -> None:
         TrainingConfig(b_dec_init="median")  # type: ignore[arg-type]  # invalid on purpose
     with pytest.raises(ValueError, match="lr_decay_fraction=1.5"):
         TrainingConfig(lr_decay_fraction=1.5)
+
+
+def test_batch_larger_than_budget_raises() -> None:
+    with pytest.raises(ValueError, match="batch_size=64 exceeds total_tokens=63"):
+        TrainingConfig(total_tokens=63, batch_size=64)
+    assert TrainingConfig(total_tokens=64, batch_size=64).total_steps == 1
+    assert TrainingConfig(total_tokens=127, batch_size=64).total_steps == 1
 
 
 def test_l1_coefficient_warms_up_in_training(tmp_path: Path) -> None:
