@@ -467,10 +467,12 @@ def run_hooks(args: argparse.Namespace) -> int:
 
 
 def run_harvest(args: argparse.Namespace) -> int:
+    from saehooks.data.shards import check_shard_folder
     from saehooks.training.harvest import harvest_shards
     from saehooks.training.pipeline import load_training_host
 
     data_cfg = config_from_args(DataConfig, args, hook_name=args.hook_names[0])
+    check_shard_folder(args.out, args.overwrite)
     host = load_training_host(data_cfg, backend=args.backend)
     shards = harvest_shards(
         data_cfg,

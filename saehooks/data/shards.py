@@ -49,6 +49,25 @@ def shard_filename(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
+def check_shard_folder(folder: Path, overwrite: bool) -> None:
+    """Check that a harvest may be written to ``folder``, without changing anything in it.
+
+    Raises:
+        ValueError: ``folder`` is a file.
+        FileExistsError: ``folder`` contains shards, or an earlier harvest moved aside by an
+            interrupted overwrite, and ``overwrite`` is False.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; pass a folder path for the shards")
+    earlier = _harvest_files(folder) or (folder / PREVIOUS_HARVEST_FOLDER).is_dir()
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"{folder} already contains activation shards; choose another folder or pass "
+            "--overwrite to replace them"
+        )
+
+
 def _harvest_files(folder: Path) -> list[Path]:
     """Return the manifest (first, when present) and the shards in ``folder``."""
     files = [folder / MANIFEST_FILENAME, *sorted(folder.glob("shard-*.safetensors"))]
@@ -119,8 +138,6 @@ class ShardWriter:
         self._prepare_folder(overwrite)
 
     def _prepare_folder(self, overwrite: bool) -> None:
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ValueError(f"{self.folder} is a file; pass a folder path for the shards")
         previous = self.folder / PREVIOUS_HARVEST_FOLDER
         if previous.is_dir():
             logger.warning(
@@ -129,11 +146,7 @@ class ShardWriter:
             _move_files(previous, self.folder)
             previous.rmdir()
         shutil.rmtree(self.folder / DISCARDED_HARVEST_FOLDER, ignore_errors=True)
-        if _harvest_files(self.folder) and not overwrite:
-            raise FileExistsError(
-                f"{self.folder} already contains activation shards; choose another folder or pass "
-                "--overwrite to replace them"
-            )
+        check_shard_folder(self.folder, overwrite)
         self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         # New shards wait here until close, so the folder keeps any earlier harvest until then.

@@ -582,3 +582,18 @@ def test_cli_interrupted_harvest_keeps_old(
     assert stderr.strip().splitlines()[-1].startswith("interrupted;")
     assert harvest_contents(folder) == before
     assert sorted(path.name for path in folder.iterdir()) == sorted(before)
+
+
+def test_cli_harvest_checks_folder_first(
+    shard_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model path does not exist, so only a check made before loading it can report the folder.
+    missing_model = tmp_path / "no-such-model"
+    exit_code = main(
+        ["harvest", "--out", str(shard_dir), "--model", str(missing_model)]
+        + ["--hook-names", HOOK, "--tokens", "100", "--quiet"]
+    )
+    stderr = capsys.readouterr().err
+    assert exit_code == 2
+    assert "already contains activation shards" in stderr
+    assert "--overwrite" in stderr
