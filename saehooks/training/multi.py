@@ -105,6 +105,8 @@ def train_saes(
     if shards is not None:
         data_cfg = shard_data_config(shards, data_cfg.buffer_tokens)
         jobs = [checked_against_shards(job, shards) for job in jobs]
+        for job in jobs:
+            warn_short_read_ahead(job, shards, data_cfg.buffer_tokens)
     else:
         host = host if host is not None else load_training_host(data_cfg)
         jobs = [checked_against_host(job, host) for job in jobs]
@@ -176,6 +178,28 @@ def checked_against_shards(job: SAEJob, shards: ActivationShards) -> SAEJob:
         )
     sae_cfg = dataclasses.replace(job.sae_cfg, model_name=shards.model_name)
     return dataclasses.replace(job, sae_cfg=sae_cfg)
+
+
+def warn_short_read_ahead(job: SAEJob, shards: ActivationShards, buffer_tokens: int) -> None:
+    """Warn when the shards cover ``job``'s budget but not the buffer's read-ahead beyond it.
+
+    The buffer reads up to one capacity past the budget, so with fewer stored activations the
+    batches differ from those of live training on the same data.
+    """
+    cfg = job.train_cfg
+    capacity = max(min(buffer_tokens, cfg.total_tokens), cfg.batch_size)
+    needed = cfg.total_tokens + capacity
+    if shards.num_tokens < needed:
+        logger.warning(
+            "the %d activations per hook in %s cover total_tokens=%d but not the buffer's "
+            "read-ahead of %d more, so the batches differ from live training; harvest at least "
+            "%d tokens to match it",
+            shards.num_tokens,
+            shards.folder,
+            cfg.total_tokens,
+            capacity,
+            needed,
+        )
 
 
 def checked_against_host(job: SAEJob, host: Host) -> SAEJob:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -597,3 +598,26 @@ def test_cli_harvest_checks_folder_first(
     assert exit_code == 2
     assert "already contains activation shards" in stderr
     assert "--overwrite" in stderr
+
+
+def test_short_read_ahead_warns(
+    shard_dir: Path, data_cfg: DataConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, hook_name=HOOK)
+    # 2400 stored activations, buffer_tokens=256: budgets up to 2144 leave room to read ahead.
+    for budget, warns in ((2144, False), (2145, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="saehooks.training.multi"):
+            train_sae(
+                sae_cfg,
+                data_cfg,
+                train_cfg(total_tokens=budget),
+                tmp_path / str(budget),
+                progress=False,
+                activations=shard_dir,
+            )
+        messages = [record.getMessage() for record in caplog.records]
+        read_ahead = [message for message in messages if "read-ahead of 256 more" in message]
+        assert len(read_ahead) == int(warns), (budget, messages)
+        if warns:
+            assert "harvest at least 2401 tokens" in read_ahead[0]
