@@ -26,8 +26,11 @@ from saehooks.sae.config import K_ARCHITECTURES
 from saehooks.training.config import DataConfig, TrainingConfig
 
 if TYPE_CHECKING:
+    from saehooks.data import ActivationShards
     from saehooks.hosts import Host
     from saehooks.training.pipeline import TrainOutcome
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_D_SAE = 4608
 PLAIN_WITHOUT_K = tuple(
@@ -215,6 +218,8 @@ def run_train_many(args: argparse.Namespace) -> int:
     if args.activations is None:
         host = load_training_host(data_cfg, backend=args.backend)
     shards = ActivationShards(args.activations) if args.activations is not None else None
+    if shards is not None:
+        warn_ignored_data_options(data_cfg, shards)
 
     jobs = []
     for hook, k, d_sae in itertools.product(
@@ -329,7 +334,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         from saehooks.data import ActivationShards
 
-        width = ActivationShards(args.activations).width(data_cfg.hook_name)
+        shards = ActivationShards(args.activations)
+        warn_ignored_data_options(data_cfg, shards)
+        width = shards.width(data_cfg.hook_name)
     sae_cfg = sae_config_from_args(args, d_in=width, default_k=DEFAULT_TOPK_K)
 
     outcome = train_sae(
@@ -344,6 +351,31 @@ def run_train(args: argparse.Namespace) -> int:
         activations=args.activations,
     )
     return report_outcome(outcome, args, data_cfg, host)
+
+
+def warn_ignored_data_options(data_cfg: DataConfig, shards: ActivationShards) -> None:
+    """Warn about each of --model, --corpus and --context-size that --activations overrides.
+
+    An option counts as set when it differs from its default. The shards' values apply.
+    """
+    defaults = DataConfig()
+    for field, flag in (
+        ("model", "--model"),
+        ("corpus", "--corpus"),
+        ("context_size", "--context-size"),
+    ):
+        requested = getattr(data_cfg, field)
+        stored = shards.data_settings.get(field)
+        if requested != getattr(defaults, field) and requested != stored:
+            logger.warning(
+                "%s %s is ignored: the shards in %s were harvested with %s %s, and training on "
+                "them uses that",
+                flag,
+                requested,
+                shards.folder,
+                flag,
+                stored,
+            )
 
 
 def report_outcome(

@@ -621,3 +621,25 @@ def test_short_read_ahead_warns(
         assert len(read_ahead) == int(warns), (budget, messages)
         if warns:
             assert "harvest at least 2401 tokens" in read_ahead[0]
+
+
+def test_cli_ignored_data_options_warn(
+    shard_dir: Path, tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    common = ["--activations", str(shard_dir), "--hook-name", HOOK, "--tokens", "640"]
+    common += ["--batch-size", "32", "--d-sae", "64", "--k", "4", "--buffer-tokens", "256"]
+    common += ["--eval-tokens", "0", "--quiet", "--model", str(tiny_model_dir)]
+    for sweep in ([], ["--sweep-k", "4"]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="saehooks.cli"):
+            exit_code = main(
+                ["train", "--out", str(tmp_path / f"run{len(sweep)}"), *common, *sweep]
+                + ["--context-size", "32", "--corpus", "wiki"]
+            )
+        messages = [record.getMessage() for record in caplog.records]
+        assert exit_code == 0
+        assert any("--context-size 32 is ignored" in message for message in messages), messages
+        assert any("with --context-size 16" in message for message in messages), messages
+        # --corpus wiki is the default, so it counts as not given; --model matches the shards.
+        assert not any("--corpus" in message for message in messages), messages
+        assert not any("--model" in message for message in messages), messages
