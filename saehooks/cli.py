@@ -207,13 +207,28 @@ def check_sweep_values(args: argparse.Namespace) -> None:
             )
 
 
+def sweep_folder(args: argparse.Namespace, hook: str, k: int | None, d_sae: int) -> Path:
+    """Return the run folder of one sweep SAE: ``--out`` plus the swept values, joined by '_'."""
+    name = [hook] if args.hook_names else []
+    name += [f"k{k}"] if args.sweep_k else []
+    name += [f"d_sae{d_sae}"] if args.sweep_d_sae else []
+    return args.out / "_".join(name)
+
+
 def run_train_many(args: argparse.Namespace) -> int:
     from saehooks.data import ActivationShards
     from saehooks.training.multi import SAEJob, train_saes
-    from saehooks.training.pipeline import activation_width, load_training_host
+    from saehooks.training.pipeline import activation_width, check_run_folder, load_training_host
 
     check_sweep_values(args)
     data_cfg, train_cfg, remedy_cfg = train_configs(args)
+    # Hook names as typed; train_saes checks again with the host's spelling of each.
+    for hook, k, d_sae in itertools.product(
+        args.hook_names or [data_cfg.hook_name],
+        args.sweep_k or [args.k],
+        args.sweep_d_sae or [args.d_sae],
+    ):
+        check_run_folder(sweep_folder(args, hook, k, d_sae), args.overwrite)
     host = None
     if args.activations is None:
         host = load_training_host(data_cfg, backend=args.backend)
@@ -235,10 +250,7 @@ def run_train_many(args: argparse.Namespace) -> int:
             width = activation_width(host, hook)
         values = argparse.Namespace(**{**vars(args), "hook_name": hook, "k": k, "d_sae": d_sae})
         sae_cfg = sae_config_from_args(values, d_in=width, default_k=DEFAULT_TOPK_K)
-        name = [hook] if args.hook_names else []
-        name += [f"k{k}"] if args.sweep_k else []
-        name += [f"d_sae{d_sae}"] if args.sweep_d_sae else []
-        jobs.append(SAEJob(sae_cfg, train_cfg, args.out / "_".join(name), remedy_cfg))
+        jobs.append(SAEJob(sae_cfg, train_cfg, sweep_folder(args, hook, k, d_sae), remedy_cfg))
 
     outcomes = train_saes(
         jobs,

@@ -643,3 +643,16 @@ def test_cli_ignored_data_options_warn(
         # --corpus wiki is the default, so it counts as not given; --model matches the shards.
         assert not any("--corpus" in message for message in messages), messages
         assert not any("--model" in message for message in messages), messages
+
+
+def test_cli_sweep_checks_folders_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "k4").mkdir()
+    (tmp_path / "k4" / "run.json").write_text("{}")
+    # The model path does not exist, so only a check made before loading it can report k4.
+    exit_code = main(
+        ["train", "--out", str(tmp_path), "--model", str(tmp_path / "no-such-model")]
+        + ["--sweep-k", "2", "4", "--tokens", "64", "--batch-size", "32", "--quiet"]
+    )
+    stderr = capsys.readouterr().err
+    assert exit_code == 2
+    assert f"{tmp_path / 'k4'} already holds a training run" in stderr
