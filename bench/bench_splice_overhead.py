@@ -13,7 +13,9 @@ For each backend, on SmolLM2-135M-Instruct and the TopK SAE in ``pretrained/`` (
   encode for FVU and L0, and the per-token CE and KL metrics.
 - metrics: the CE (three times) and KL computations alone, on logits computed beforehand.
 
-Each is timed ``--repeats`` times, interleaved, and the medians are printed as JSON. The overhead
+Each is timed ``--repeats`` times, interleaved, in wall-clock seconds and in CPU seconds of this
+process; the medians go to ``--out`` and stdout as JSON. On a machine shared with other jobs, the
+CPU-time overhead is the steadier figure. The overhead
 is evaluation / plain - 1, and the splice machinery's share of it is that minus metrics / plain.
 """
 
@@ -24,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -75,10 +78,23 @@ def metrics_only(logits: list[torch.Tensor], tokens: torch.Tensor) -> None:
     del zero
 
 
-def timed(function) -> float:
-    start = time.perf_counter()
+def timed(function) -> tuple[float, float]:
+    """Run ``function`` once; return its wall-clock seconds and this process's CPU seconds."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def overheads(times: dict[str, list[float]]) -> dict[str, float]:
+    """Median seconds of each measurement, and the evaluation's overhead over the plain passes."""
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "overhead": round(medians["evaluation"] / medians["plain"] - 1, 4),
+        "overhead_without_metrics": round(
+            (medians["evaluation"] - medians["metrics"]) / medians["plain"] - 1, 4
+        ),
+        **{f"median_{name}": round(value, 3) for name, value in medians.items()},
+    }
 
 
 def bench_backend(backend: str, sae, tokens: torch.Tensor, repeats: int) -> dict:
@@ -86,20 +102,24 @@ def bench_backend(backend: str, sae, tokens: torch.Tensor, repeats: int) -> dict
     assert isinstance(host, TransformerLensHost | NNsightHost)
     logits = plain_passes(host, sae, tokens)  # warm-up, and the logits for metrics_only
     run_evaluation(host, sae, [tokens], HOOK)
-    times: dict[str, list[float]] = {"plain": [], "evaluation": [], "metrics": []}
+    runs = {
+        "plain": lambda: plain_passes(host, sae, tokens),
+        "evaluation": lambda: run_evaluation(host, sae, [tokens], HOOK),
+        "metrics": lambda: metrics_only(logits, tokens),
+    }
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        times["plain"].append(timed(lambda: plain_passes(host, sae, tokens)))
-        times["evaluation"].append(timed(lambda: run_evaluation(host, sae, [tokens], HOOK)))
-        times["metrics"].append(timed(lambda: metrics_only(logits, tokens)))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        for name, function in runs.items():
+            wall_seconds, cpu_seconds = timed(function)
+            wall[name].append(wall_seconds)
+            cpu[name].append(cpu_seconds)
     return {
         "backend": backend,
-        "seconds": {name: round(value, 3) for name, value in medians.items()},
-        "all_seconds": {name: [round(v, 3) for v in values] for name, values in times.items()},
-        "overhead": round(medians["evaluation"] / medians["plain"] - 1, 4),
-        "overhead_without_metrics": round(
-            (medians["evaluation"] - medians["metrics"]) / medians["plain"] - 1, 4
-        ),
+        "wall_clock": overheads(wall),
+        "cpu_time": overheads(cpu),
+        "all_wall_seconds": {name: [round(v, 3) for v in values] for name, values in wall.items()},
+        "all_cpu_seconds": {name: [round(v, 3) for v in values] for name, values in cpu.items()},
     }
 
 
@@ -107,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", type=int, default=4, help="contexts of 128 tokens")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/splice_overhead.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -126,7 +147,12 @@ def main() -> None:
         "load_average_at_end": os.getloadavg(),
         "results": results,
     }
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.out.with_name(args.out.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(args.out)
+    print(text, end="")
 
 
 if __name__ == "__main__":
