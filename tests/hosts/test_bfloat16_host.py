@@ -45,7 +45,8 @@ def test_bfloat16_host_without_cast_keeps_model_dtype(
 
 
 def test_bfloat16_host_splices_float32_sae(tiny_model_dir: Path, tiny_tokens: torch.Tensor) -> None:
-    host = load_training_host(DataConfig(model=str(tiny_model_dir), host_dtype="bfloat16"))
+    data_cfg = DataConfig(model=str(tiny_model_dir), context_size=16, host_dtype="bfloat16")
+    host = load_training_host(data_cfg)
     sae = SparseAutoencoder(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOKS[0]))
     clean = host.logits(tiny_tokens)
     with host.splice_saes([sae], use_error_term=True):
