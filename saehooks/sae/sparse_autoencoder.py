@@ -14,6 +14,7 @@ from saehooks.sae.sparse_decode import (
     decode_selection,
     prefers_sparse_decode,
     select_topk,
+    selected_pre_acts,
 )
 
 
@@ -144,20 +145,40 @@ class SparseAutoencoder(nn.Module):
         return self.decode_mode == "sparse" or prefers_sparse_decode(self.cfg.k, self.cfg.d_sae)
 
     def _forward_sparse(self, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
-        """``forward`` that decodes from the latents ``select_latents`` keeps."""
+        """``forward`` that decodes from the latents ``select_latents`` keeps.
+
+        Two further shortcuts keep the dense ``[n, d_sae]`` tensors out of training. With no
+        hook on ``hook_pre_acts`` and the plain linear encoder, the encoder's gradients are
+        computed at the selected latents only (``SelectedPreActs``). When every hook on
+        ``hook_acts`` belongs to a tracker with ``observe_selection``, the trackers read the
+        selection and the dense latents are never formed. Values and gradients stay those of
+        the dense pass.
+        """
         cfg = self.cfg
         leading = x.shape[:-1]
         x_flat = self.hook_input(x.reshape(-1, cfg.d_in))  # [n, d_in]
-        pre_acts = self.hook_pre_acts(self.encode_pre_acts(x_flat))  # [n, d_sae]
-        selection = self.select_latents(pre_acts)  # nnz values
+        if self._encodes_sparsely():
+            selection = self._select_with_sparse_gradients(x_flat)
+        else:
+            pre_acts = self.hook_pre_acts(self.encode_pre_acts(x_flat))  # [n, d_sae]
+            selection = self.select_latents(pre_acts)  # nnz values
         if gate is not None:
             gate_flat = gate.expand(*leading, cfg.d_sae).reshape(-1)  # [n * d_sae]
             selection = selection._replace(values=selection.values * gate_flat[selection.positions])
 
+        n_tokens = x_flat.shape[0]
+        observers = selection_observers(self.hook_acts)
+        if observers is not None:
+            for observer in observers:
+                observer.observe_selection(selection, n_tokens)
+            x_hat = decode_selection(selection, self.W_dec, self.b_dec)  # [n, d_in]
+            return self.hook_x_hat(x_hat).reshape(*leading, cfg.d_in)
+
         # hook_acts still receives the dense latents. A hook that edits them in place bumps their
         # version counter. Inference tensors have none, so there any hook counts as an edit.
-        acts = torch.zeros_like(pre_acts).reshape(-1)  # [n * d_sae]
-        acts = acts.scatter(0, selection.positions, selection.values).reshape(pre_acts.shape)
+        values = selection.values
+        dense = torch.zeros(n_tokens * cfg.d_sae, dtype=values.dtype, device=values.device)
+        acts = dense.scatter(0, selection.positions, selection.values).reshape(n_tokens, cfg.d_sae)
         version = None if acts.is_inference() else acts._version
         hooked_acts = self.hook_acts(acts)
         if version is None:
@@ -169,6 +190,33 @@ class SparseAutoencoder(nn.Module):
         else:
             x_hat = decode_selection(selection, self.W_dec, self.b_dec)  # [n, d_in]
         return self.hook_x_hat(x_hat).reshape(*leading, cfg.d_in)
+
+    def _encodes_sparsely(self) -> bool:
+        """Whether the encoder's gradients may skip the latents that the selection dropped.
+
+        That needs the plain linear encoder of this class and no hook on ``hook_pre_acts``,
+        which could read or edit the dense pre-activations.
+        """
+        hook_point = self.hook_pre_acts
+        return (
+            type(self).encode_pre_acts is SparseAutoencoder.encode_pre_acts
+            and not hook_point._forward_hooks
+            and not hook_point._forward_pre_hooks
+        )
+
+    def _select_with_sparse_gradients(self, x_flat: torch.Tensor) -> LatentSelection:
+        """``select_latents`` of the pre-activations, with gradients through the kept ones only.
+
+        The selection's values are ``relu`` of the pre-activations at the kept latents, so the
+        gradients equal the dense pass's: a dropped latent passes none there either.
+        """
+        centred = x_flat - self.b_dec if self.cfg.apply_b_dec_to_input else x_flat  # [n, d_in]
+        with torch.no_grad():
+            pre_acts = torch.addmm(self.b_enc, centred, self.W_enc)  # [n, d_sae]
+            selection = self.select_latents(pre_acts)
+            raw = pre_acts.reshape(-1)[selection.positions]  # [nnz]
+        raw = selected_pre_acts(raw, centred, self.W_enc, self.b_enc, selection)
+        return selection._replace(values=torch.relu(raw))
 
     # -- decoder geometry used during training --------------------------------------------------
 
@@ -204,3 +252,20 @@ class SparseAutoencoder(nn.Module):
         self.W_enc *= scale
         self.W_dec /= scale
         self.b_dec /= scale
+
+
+def selection_observers(hook_point: HookPoint) -> list[nn.Module] | None:
+    """The trackers behind every hook on ``hook_point``, or None unless all read selections.
+
+    A tracker reads selections when it has an ``observe_selection(selection, n_tokens)``
+    method. Any other hook (a user's function, an intervention) needs the dense latents.
+    """
+    if hook_point._forward_pre_hooks:
+        return None
+    observers = []
+    for hook in hook_point._forward_hooks.values():
+        owner = getattr(hook, "__self__", None)
+        if getattr(owner, "observe_selection", None) is None:
+            return None
+        observers.append(owner)
+    return observers

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
+from saehooks.sae.sparse_decode import LatentSelection
 from saehooks.trackers.base import Tracker
 
 
@@ -31,10 +33,19 @@ class FireCounter(Tracker):
     @torch.no_grad()
     def observe(self, value: torch.Tensor) -> None:
         fired = value > 0  # [n_tokens, d_sae]
-        fired_any = fired.any(dim=0)  # [d_sae]
-        self.fires += fired.sum(dim=0)
-        self.tokens += fired.shape[0]
-        self.tokens_since_fired += fired.shape[0]
+        self._add(fired.sum(dim=0), fired.shape[0])
+
+    @torch.no_grad()
+    def observe_selection(self, selection: LatentSelection, n_tokens: int) -> None:
+        """Update from the selected latents of ``n_tokens`` tokens, as ``observe`` would."""
+        self._add(fires_per_latent(selection, self.fires.shape[0]), n_tokens)
+
+    def _add(self, fires: torch.Tensor, n_tokens: int) -> None:
+        """Count ``fires`` ``[d_sae]`` from a batch of ``n_tokens`` tokens."""
+        fired_any = fires > 0  # [d_sae]
+        self.fires += fires
+        self.tokens += n_tokens
+        self.tokens_since_fired += n_tokens
         self.tokens_since_fired[fired_any] = 0
         self.ever_fired |= fired_any
 
@@ -83,12 +94,22 @@ class WindowedFireCounter(Tracker):
     @torch.no_grad()
     def observe(self, value: torch.Tensor) -> None:
         fired = (value > 0).long()  # [n_tokens, d_sae]
+        self._add(lambda start, stop: fired[start:stop].sum(dim=0), fired.shape[0])
+
+    @torch.no_grad()
+    def observe_selection(self, selection: LatentSelection, n_tokens: int) -> None:
+        """Update from the selected latents of ``n_tokens`` tokens, as ``observe`` would."""
+        d_sae = self.bucket_fires.shape[1]
+        self._add(lambda start, stop: fires_per_latent(selection, d_sae, start, stop), n_tokens)
+
+    def _add(self, fires_of: Callable[[int, int], torch.Tensor], n_tokens: int) -> None:
+        """Count the fires of each token range ``start:stop``, given by ``fires_of``."""
         start = 0
-        while start < fired.shape[0]:
+        while start < n_tokens:
             slot = int(self.current)
             room = self.bucket_tokens - int(self.bucket_counts[slot])
-            take = min(room, fired.shape[0] - start)
-            self.bucket_fires[slot] += fired[start : start + take].sum(dim=0)
+            take = min(room, n_tokens - start)
+            self.bucket_fires[slot] += fires_of(start, start + take)
             self.bucket_counts[slot] += take
             start += take
             if int(self.bucket_counts[slot]) == self.bucket_tokens:
@@ -135,9 +156,7 @@ class FiringEMA(Tracker):
 
     hook_point_name = "hook_acts"
 
-    def __init__(
-        self, d_sae: int, time_constant_tokens: int, dead_frequency: float = 1e-6
-    ) -> None:
+    def __init__(self, d_sae: int, time_constant_tokens: int, dead_frequency: float = 1e-6) -> None:
         super().__init__()
         if time_constant_tokens < 1:
             raise ValueError(f"time_constant_tokens={time_constant_tokens} must be positive")
@@ -158,6 +177,20 @@ class FiringEMA(Tracker):
         self.ema.mul_(self.decay**n).add_(weights @ fired)
         self.tokens += n
 
+    @torch.no_grad()
+    def observe_selection(self, selection: LatentSelection, n_tokens: int) -> None:
+        """Update from the selected latents of ``n_tokens`` tokens, as ``observe`` would."""
+        age = torch.arange(n_tokens - 1, -1, -1, dtype=torch.float64, device=self.ema.device)
+        weights = (1.0 - self.decay) * self.decay**age  # [n], newest token weighs most
+        counts = selection.row_starts.diff()  # [n], selected latents per token
+        token_weights = weights.repeat_interleave(counts)  # [nnz]
+        fired = selection.values > 0  # [nnz]
+        added = torch.zeros_like(self.ema).index_add_(
+            0, selection.indices[fired], token_weights[fired]
+        )  # [d_sae]
+        self.ema.mul_(self.decay**n_tokens).add_(added)
+        self.tokens += n_tokens
+
     def frequency(self) -> torch.Tensor:
         """Bias-corrected moving-average firing frequency, ``[d_sae]`` float64."""
         seen = int(self.tokens)
@@ -174,3 +207,18 @@ class FiringEMA(Tracker):
         if int(self.tokens) < self.time_constant_tokens:
             return torch.zeros_like(self.ema, dtype=torch.bool)
         return self.frequency() < self.dead_frequency
+
+
+def fires_per_latent(
+    selection: LatentSelection, d_sae: int, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """Count, per latent, the tokens ``start:stop`` of a selection on which it fired, ``[d_sae]``.
+
+    A latent fires on a token when its selected value is positive, as ``value > 0`` counts it
+    in the dense latents. Each latent appears at most once per token in a selection.
+    """
+    first = int(selection.row_starts[start])
+    last = int(selection.row_starts[-1 if stop is None else stop])
+    values = selection.values[first:last]  # [m]
+    indices = selection.indices[first:last]  # [m]
+    return torch.bincount(indices[values > 0], minlength=d_sae)  # [d_sae] long

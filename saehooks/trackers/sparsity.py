@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from saehooks.sae.sparse_decode import LatentSelection
 from saehooks.trackers.base import PenaltyTracker, Tracker
 
 
@@ -34,6 +35,11 @@ class L0Tracker(Tracker):
     @torch.no_grad()
     def observe(self, value: torch.Tensor) -> None:
         self.l0 = (value != 0).sum(dim=-1).float().mean().item()
+
+    @torch.no_grad()
+    def observe_selection(self, selection: LatentSelection, n_tokens: int) -> None:
+        """Update from the selected latents of ``n_tokens`` tokens, as ``observe`` would."""
+        self.l0 = (selection.values != 0).sum().item() / max(n_tokens, 1)
 
 
 class GateL1(DecoderNormL1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from saehooks.sae.sparse_decode import LatentSelection
 from saehooks.trackers.base import Tracker
 
 
@@ -37,7 +38,18 @@ class BatchTopKThreshold(Tracker):
         sae = self.sae
         if not sae.training:
             return
-        kept = value[value > 0]
+        self._update(value[value > 0])
+
+    @torch.no_grad()
+    def observe_selection(self, selection: LatentSelection, n_tokens: int) -> None:
+        """Update from the selected latents, as ``observe`` would from the dense latents."""
+        if not self.sae.training:
+            return
+        self._update(selection.values[selection.values > 0])
+
+    def _update(self, kept: torch.Tensor) -> None:
+        """Move the threshold toward the smallest of the kept activations ``kept`` ``[m]``."""
+        sae = self.sae
         if kept.numel() == 0:
             return
         sae.threshold_updates += 1
