@@ -30,6 +30,9 @@ class ActivationBuffer:
     5. When ``source`` runs dry, the buffer serves the rows it still contains, ending with one
        smaller batch when they do not divide evenly, and then raises ``StopIteration``.
 
+    6. With ``max_rows``, the buffer reads at most that many rows from ``source`` and then
+       treats it as dry, so a training run harvests no activations it will not train on.
+
     A row is overwritten only after it has been served, so every activation read from the source
     is served exactly once: nothing repeats and nothing is dropped.
     """
@@ -43,6 +46,7 @@ class ActivationBuffer:
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        max_rows: int | None = None,
     ) -> None:
         if d < 1:
             raise ValueError(f"d must be at least 1, got {d}")
@@ -50,11 +54,14 @@ class ActivationBuffer:
             raise ValueError(f"capacity must be at least 2, got {capacity}")
         if not 1 <= batch_size <= capacity:
             raise ValueError(f"batch_size must be in [1, capacity={capacity}], got {batch_size}")
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1 or None, got {max_rows}")
         self.capacity = capacity
         self.batch_size = batch_size
         self.d = d
         self._source = iter(source)
         self._source_dry = False
+        self._rows_left = max_rows  # rows the source may still give; None for no limit
         self._leftover: torch.Tensor | None = None  # [n, d] rows read but not yet stored
         self._generator = torch.Generator().manual_seed(seed)
         self._data = torch.empty(capacity, d, dtype=dtype, device=device)  # [capacity, d]
@@ -127,12 +134,19 @@ class ActivationBuffer:
             return chunk
         if self._source_dry:
             return None
+        if self._rows_left is not None and self._rows_left <= 0:
+            self._source_dry = True
+            logger.debug("read max_rows from the source after %d served", self.num_served)
+            return None
         for chunk in self._source:
             if chunk.ndim != 2 or chunk.shape[1] != self.d:
                 raise ValueError(
                     f"activation chunks must have shape [n, d={self.d}], got {tuple(chunk.shape)}"
                 )
             if chunk.shape[0] > 0:
+                if self._rows_left is not None:
+                    chunk = chunk[: self._rows_left]
+                    self._rows_left -= chunk.shape[0]
                 return chunk
         self._source_dry = True
         logger.debug("activation source is dry after %d served", self.num_served)

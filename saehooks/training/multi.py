@@ -31,6 +31,7 @@ from saehooks.training.pipeline import (
     activation_width,
     load_training_host,
     repeated_train_batches,
+    rows_to_train,
     run_folders,
     save_run,
     token_stream,
@@ -54,8 +55,8 @@ class SAEJob:
     """Its dead-latent remedy."""
 
 
-GroupKey = tuple[str, int, int, int]
-"""Hook name, seed, batch size and capacity: the settings that fix a buffer's batches."""
+GroupKey = tuple[str, int, int, int, int]
+"""Hook name, seed, batch size, capacity and rows read: the settings that fix a buffer's batches."""
 
 
 @dataclasses.dataclass
@@ -114,7 +115,7 @@ def train_saes(
     with run_folders(run_dirs, overwrite) as opened:
         run_folder_of = {id(job): folder for job, folder in zip(jobs, opened, strict=True)}
         members = group_jobs(jobs, data_cfg.buffer_tokens)
-        hooks = [hook for hook, _, _, _ in members]
+        hooks = [key[0] for key in members]
         if shards is not None:
             sources: list[Iterable[torch.Tensor]] = [shards.chunks(hook) for hook in hooks]
         else:
@@ -222,12 +223,14 @@ def group_jobs(jobs: Sequence[SAEJob], buffer_tokens: int) -> dict[GroupKey, lis
     """Group the jobs that would fill identical buffers, in order of first appearance.
 
     The capacity rule is ``train_sae``'s: the buffer never contains more than the token budget.
+    It reads only the activations its trainers consume, so jobs with different budgets get
+    buffers of their own, fed by the same harvest.
     """
     groups: dict[GroupKey, list[SAEJob]] = {}
     for job in jobs:
         cfg = job.train_cfg
         capacity = max(min(buffer_tokens, cfg.total_tokens), cfg.batch_size)
-        key = (job.sae_cfg.hook_name, cfg.seed, cfg.batch_size, capacity)
+        key = (job.sae_cfg.hook_name, cfg.seed, cfg.batch_size, capacity, rows_to_train(cfg))
         groups.setdefault(key, []).append(job)
     return groups
 
@@ -265,9 +268,14 @@ def hook_chunks(
 
 def build_group(key: GroupKey, jobs: list[SAEJob], source: Iterable[torch.Tensor]) -> BufferGroup:
     """Build the shared buffer and one trainer per job, initialised from the first fill."""
-    _, seed, batch_size, capacity = key
+    _, seed, batch_size, capacity, max_rows = key
     buffer = ActivationBuffer(
-        source, capacity=capacity, batch_size=batch_size, d=jobs[0].sae_cfg.d_in, seed=seed
+        source,
+        capacity=capacity,
+        batch_size=batch_size,
+        d=jobs[0].sae_cfg.d_in,
+        seed=seed,
+        max_rows=max_rows,
     )
     trainers = [
         Trainer(

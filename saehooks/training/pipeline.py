@@ -175,6 +175,7 @@ def train_sae(
             batch_size=train_cfg.batch_size,
             d=width,
             seed=train_cfg.seed,
+            max_rows=rows_to_train(train_cfg),
         )
 
         metrics_path = run_dir / TRAIN_METRICS_FILENAME
@@ -191,6 +192,11 @@ def train_sae(
         outcome = save_run(run_dir, trainer, data_cfg, remedy_cfg, result)
         folder.commit()
     return outcome
+
+
+def rows_to_train(train_cfg: TrainingConfig) -> int:
+    """Activations that ``Trainer.fit`` consumes: whole batches until the budget is reached."""
+    return -(-train_cfg.total_tokens // train_cfg.batch_size) * train_cfg.batch_size
 
 
 def save_run(

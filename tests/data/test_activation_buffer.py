@@ -78,6 +78,20 @@ def test_source_dry_serves_rest_then_stops():
         next(buffer)
 
 
+def test_max_rows_stops_reading_the_source():
+    # Chunks of 4 rows, at most 14 read: chunks 1 to 3 whole, 2 rows of chunk 4, and no chunk 5.
+    pulled: list[int] = []
+    buffer = ActivationBuffer(
+        chunked_source([4] * 10, pulled), capacity=10, batch_size=3, d=D, max_rows=14
+    )
+    batches = list(buffer)
+    assert sorted(served_ids(batches)) == list(range(14))
+    assert [b.shape[0] for b in batches] == [3, 3, 3, 3, 2]
+    assert pulled[-1] == 16
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        ActivationBuffer(chunked_source([4]), capacity=10, batch_size=3, d=D, max_rows=0)
+
+
 def test_source_smaller_than_capacity():
     buffer = ActivationBuffer(chunked_source([2, 3]), capacity=10, batch_size=4, d=D)
     batches = list(buffer)

@@ -189,7 +189,7 @@ def test_many_saes_match_training_alone(
     jobs = [
         SAEJob(SAEConfig(d_in=32, d_sae=64, k=4, hook_name=HOOK), train_cfg(), tmp_path / "k4"),
         SAEJob(SAEConfig(d_in=32, d_sae=96, k=8, hook_name=HOOK), train_cfg(), tmp_path / "k8"),
-        # Shares the buffer of the two above but stops after 30 of their 50 steps.
+        # Same hook and seed as the two above, but stops after 30 of their 50 steps.
         SAEJob(
             SAEConfig(d_in=32, d_sae=64, k=2, hook_name=HOOK),
             train_cfg(total_tokens=960),

@@ -93,6 +93,34 @@ def test_train_save_evaluate(
     assert metrics["fvu"] == pytest.approx(result.fvu)
 
 
+def test_live_training_harvests_only_what_it_trains_on(
+    tiny_host: TransformerLensHost,
+    tiny_model_dir: Path,
+    word_corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,000 tokens in batches of 32 trains on 32 batches, 1,024 activations. Each harvest of 4
+    # contexts gives 4 * 15 = 60 (BOS dropped), so 18 harvests (1,080) cover them, where the
+    # buffer of 256 would otherwise keep refilling to the end.
+    data_cfg, train_cfg = configs(tiny_model_dir, word_corpus, tokens=1000)
+    harvested: list[int] = []
+    harvest = tiny_host.harvest
+
+    def counting_harvest(tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
+        harvested.append(tokens.numel())
+        return harvest(tokens, hooks)
+
+    monkeypatch.setattr(tiny_host, "harvest", counting_harvest)
+    sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4)
+    outcome = train_sae(
+        sae_cfg, data_cfg, train_cfg, tmp_path / "run", host=tiny_host, progress=False
+    )
+    assert outcome.result.tokens == 1024
+    # The first harvest is activation_width's probe of 2 tokens.
+    assert harvested == [2] + [4 * 16] * 18
+
+
 def test_wrong_d_in_names_the_width(
     tiny_host: TransformerLensHost, tiny_model_dir: Path, word_corpus: Path, tmp_path: Path
 ) -> None:
