@@ -5,8 +5,11 @@
 Parts, all float32 on random Gaussian inputs (TopK's cost does not depend on the data):
 
 - step: ``Trainer.train_step`` of a TopK SAE with d_in=576, d_sae=4608, k=32 (the default
-  SmolLM2 run), with its default trackers, at batches of 1024 and 4096 tokens, once with
-  ``decode_mode='dense'`` and once with ``'sparse'``.
+  SmolLM2 run), with its default trackers, at batches of 1024 and 4096 tokens, in three
+  variants: ``decode_mode='dense'``; ``'sparse'``, where the encoder's gradients and the
+  trackers also read only the selected latents; and ``sparse_decoder_only``, the sparse decoder
+  with a dense encoder backward and dense trackers, which no-op hooks on ``hook_pre_acts`` and
+  ``hook_acts`` force (the sparse path before the encoder and trackers learnt to skip them).
 - crossover: the decoder alone, forward and backward (gradients for the selected values, W_dec and
   b_dec), at d_sae=4608 and d_in=576, for k from 32 to 1152 and batches from 64 to 4096 tokens.
   ``prefers_sparse_decode`` encodes where the sparse decoder stops winning.
@@ -55,8 +58,12 @@ def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def new_trainer(batch_size: int, decode_mode: str) -> Trainer:
+def new_trainer(batch_size: int, decode_mode: str, dense_hooks: bool = False) -> Trainer:
     sae = new_sae(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K), seed=0)
+    if dense_hooks:
+        # A hook that is not a selection-reading tracker needs the dense tensors it sees.
+        for hook_point in (sae.hook_pre_acts, sae.hook_acts):
+            hook_point.register_forward_hook(lambda module, inputs, output: None)
     cfg = TrainingConfig(
         total_tokens=100 * batch_size,
         batch_size=batch_size,
@@ -71,6 +78,7 @@ def bench_step(batch_sizes: list[int], repeats: int) -> dict[str, dict[str, floa
     for batch_size in batch_sizes:
         x = torch.randn(batch_size, D_IN)
         trainers = {mode: new_trainer(batch_size, mode) for mode in ("dense", "sparse")}
+        trainers["sparse_decoder_only"] = new_trainer(batch_size, "sparse", dense_hooks=True)
         functions = {mode: partial(trainer.train_step, x) for mode, trainer in trainers.items()}
         results[str(batch_size)] = median_seconds(functions, repeats)
     return results

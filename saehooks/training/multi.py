@@ -107,7 +107,7 @@ def train_saes(
         data_cfg = shard_data_config(shards, data_cfg.buffer_tokens)
         jobs = [checked_against_shards(job, shards) for job in jobs]
         for job in jobs:
-            warn_short_read_ahead(job, shards, data_cfg.buffer_tokens)
+            warn_short_read_ahead(job, shards)
     else:
         host = host if host is not None else load_training_host(data_cfg)
         jobs = [checked_against_host(job, host) for job in jobs]
@@ -181,24 +181,22 @@ def checked_against_shards(job: SAEJob, shards: ActivationShards) -> SAEJob:
     return dataclasses.replace(job, sae_cfg=sae_cfg)
 
 
-def warn_short_read_ahead(job: SAEJob, shards: ActivationShards, buffer_tokens: int) -> None:
-    """Warn when the shards cover ``job``'s budget but not the buffer's read-ahead beyond it.
+def warn_short_read_ahead(job: SAEJob, shards: ActivationShards) -> None:
+    """Warn when the shards cover ``job``'s budget but not the whole batches training reads.
 
-    The buffer reads up to one capacity past the budget, so with fewer stored activations the
-    batches differ from those of live training on the same data.
+    Training consumes whole batches until the budget is reached, so with fewer stored
+    activations its last batch is smaller than in live training on the same data.
     """
-    cfg = job.train_cfg
-    capacity = max(min(buffer_tokens, cfg.total_tokens), cfg.batch_size)
-    needed = cfg.total_tokens + capacity
+    needed = rows_to_train(job.train_cfg)
     if shards.num_tokens < needed:
         logger.warning(
-            "the %d activations per hook in %s cover total_tokens=%d but not the buffer's "
-            "read-ahead of %d more, so the batches differ from live training; harvest at least "
-            "%d tokens to match it",
+            "the %d activations per hook in %s cover total_tokens=%d but not the whole last "
+            "batch of %d, so the last step differs from live training; harvest at least %d "
+            "tokens to match it",
             shards.num_tokens,
             shards.folder,
-            cfg.total_tokens,
-            capacity,
+            job.train_cfg.total_tokens,
+            job.train_cfg.batch_size,
             needed,
         )
 

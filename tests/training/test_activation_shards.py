@@ -604,23 +604,24 @@ def test_short_read_ahead_warns(
     shard_dir: Path, data_cfg: DataConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sae_cfg = SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, hook_name=HOOK)
-    # 2400 stored activations, buffer_tokens=256: budgets up to 2144 leave room to read ahead.
-    for budget, warns in ((2144, False), (2145, True)):
+    # 2400 stored activations in batches of 64: a budget of 2368 takes 37 whole batches, and
+    # one of 2369 takes 38, 2432 activations.
+    for budget, warns in ((2368, False), (2369, True)):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="saehooks.training.multi"):
             train_sae(
                 sae_cfg,
                 data_cfg,
-                train_cfg(total_tokens=budget),
+                train_cfg(total_tokens=budget, batch_size=64),
                 tmp_path / str(budget),
                 progress=False,
                 activations=shard_dir,
             )
         messages = [record.getMessage() for record in caplog.records]
-        read_ahead = [message for message in messages if "read-ahead of 256 more" in message]
-        assert len(read_ahead) == int(warns), (budget, messages)
+        short = [message for message in messages if "whole last batch of 64" in message]
+        assert len(short) == int(warns), (budget, messages)
         if warns:
-            assert "harvest at least 2401 tokens" in read_ahead[0]
+            assert "harvest at least 2432 tokens" in short[0]
 
 
 def test_cli_ignored_data_options_warn(
