@@ -65,3 +65,19 @@ def test_normalization_scale_rejects_non_finite(bad_value: float) -> None:
     x[7, 0] = bad_value
     with pytest.raises(ValueError, match="2 of 10 activations contain NaN or infinite values"):
         normalization_scale(x)
+
+
+def test_initialisation_by_blocks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 103 rows in blocks of 10: ten full blocks and one of 3, against the formulas in one pass.
+    x = torch.randn(103, 6) * 2.0 + 0.5
+    x[0] = 50.0
+    points = x.double()
+    reference = points.mean(dim=0)
+    for _ in range(100):
+        weights = 1.0 / (points - reference).norm(dim=1).clamp_min(1e-8)
+        reference = (weights[:, None] * points).sum(dim=0) / weights.sum()
+    expected_scale = 6**0.5 / points.norm(dim=-1).mean().item()
+
+    monkeypatch.setattr("saehooks.training.initialization.CHUNK_ROWS", 10)
+    assert normalization_scale(x) == pytest.approx(expected_scale, rel=1e-12)
+    assert_close(geometric_median(x), reference.float(), atol=1e-5, rtol=0)
