@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from saehooks.cli import main
+from saehooks.training.config import DataConfig
+from saehooks.training.pipeline import cpu_supports_bfloat16, load_training_host
 
 
 def train_run(run_dir: Path, model_dir: Path, corpus: Path, host_dtype: str) -> Path:
@@ -39,3 +43,15 @@ def test_host_dtype_reaches_training_not_evaluation(
     assert first_steps["bfloat16"]["loss/mse"] != first_steps["float32"]["loss/mse"]
     # Both evaluations ran the float32 host on the same held-out tokens.
     assert metrics["bfloat16"]["ce_loss_clean"] == metrics["float32"]["ce_loss_clean"]
+
+
+@pytest.mark.parametrize("host_dtype", ["float32", "bfloat16"])
+def test_bfloat16_host_warns_without_cpu_support(
+    tiny_model_dir: Path, host_dtype: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_cfg = DataConfig(model=str(tiny_model_dir), context_size=16, host_dtype=host_dtype)
+    with caplog.at_level("WARNING", logger="saehooks.training.pipeline"):
+        load_training_host(data_cfg)
+    warned = any("without bfloat16 instructions" in r.getMessage() for r in caplog.records)
+    # This CPU decides which branch runs; oneDNN's report is the expected answer on either.
+    assert warned == (host_dtype == "bfloat16" and cpu_supports_bfloat16() is False)
