@@ -51,6 +51,18 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 LIMIT_SAMPLES = {"full": (32, 8), "short": (8, 4)}
 
 
+def cpu_model() -> str:
+    """Return the CPU's model name from /proc/cpuinfo, or 'CPU model unknown' elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU model unknown"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/compare", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -150,7 +162,8 @@ def run_details(
         "mode": mode,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__} (CPU kernels: {torch.backends.cpu.get_cpu_capability()})",
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "versions": [TORCH_PIN, *(pin for pins in LIBRARY_PINS.values() for pin in pins)],

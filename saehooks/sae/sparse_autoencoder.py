@@ -192,7 +192,7 @@ class SparseAutoencoder(nn.Module):
         return self.hook_x_hat(x_hat).reshape(*leading, cfg.d_in)
 
     def _encodes_sparsely(self) -> bool:
-        """Whether the encoder's gradients may skip the latents that the selection dropped.
+        """Return whether the encoder's gradients may skip the latents the selection dropped.
 
         That needs the plain linear encoder of this class and no hook on ``hook_pre_acts``,
         which could read or edit the dense pre-activations.
@@ -205,7 +205,7 @@ class SparseAutoencoder(nn.Module):
         )
 
     def _select_with_sparse_gradients(self, x_flat: torch.Tensor) -> LatentSelection:
-        """``select_latents`` of the pre-activations, with gradients through the kept ones only.
+        """Select latents as ``select_latents`` does, with gradients through the kept ones only.
 
         The selection's values are ``relu`` of the pre-activations at the kept latents, so the
         gradients equal the dense pass's: a dropped latent passes none there either.
@@ -255,7 +255,7 @@ class SparseAutoencoder(nn.Module):
 
 
 def selection_observers(hook_point: HookPoint) -> list[nn.Module] | None:
-    """The trackers behind every hook on ``hook_point``, or None unless all read selections.
+    """Return the trackers behind every hook on ``hook_point``, or None unless all read selections.
 
     A tracker reads selections when it has an ``observe_selection(selection, n_tokens)``
     method. Any other hook (a user's function, an intervention) needs the dense latents.

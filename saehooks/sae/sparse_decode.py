@@ -198,14 +198,14 @@ class SelectedPreActs(torch.autograd.Function):
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for float16 and bfloat16, whose CSR products PyTorch 2.13 lacks on CPU."""
+    """Return float32 for float16 and bfloat16, whose CSR products PyTorch 2.13 lacks on CPU."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _csr(
     row_starts: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
-    """A CSR tensor from a selection's fields, built without re-checking its order."""
+    """Build a CSR tensor from a selection's fields without re-checking its order."""
     with warnings.catch_warnings():
         # PyTorch 2.13 warns, once per process, that its CSR support is in beta.
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -222,7 +222,7 @@ def selected_pre_acts(
     b_enc: torch.Tensor,
     selection: LatentSelection,
 ) -> torch.Tensor:
-    """The selected pre-activations ``raw`` ``[nnz]``, differentiable through the encoder."""
+    """Return the selected pre-activations ``raw`` ``[nnz]``, differentiable through the encoder."""
     indices, row_starts = selection.indices, selection.row_starts
     return SelectedPreActs.apply(raw, centred, W_enc, b_enc, indices, row_starts)
 

@@ -215,7 +215,8 @@ def fires_per_latent(
     """Count, per latent, the tokens ``start:stop`` of a selection on which it fired, ``[d_sae]``.
 
     A latent fires on a token when its selected value is positive, as ``value > 0`` counts it
-    in the dense latents. Each latent appears at most once per token in a selection.
+    in the dense latents. The ``select_*`` functions keep a latent at most once per token, so
+    each count is a number of tokens.
     """
     first = int(selection.row_starts[start])
     last = int(selection.row_starts[-1 if stop is None else stop])
