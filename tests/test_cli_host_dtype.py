@@ -53,5 +53,5 @@ def test_bfloat16_host_warns_without_cpu_support(
     with caplog.at_level("WARNING", logger="saehooks.training.pipeline"):
         load_training_host(data_cfg)
     warned = any("without bfloat16 instructions" in r.getMessage() for r in caplog.records)
-    # This CPU decides which branch runs; oneDNN's report is the expected answer on either.
+    # The CPU decides which case runs here, and oneDNN's report gives the expected outcome.
     assert warned == (host_dtype == "bfloat16" and cpu_supports_bfloat16() is False)

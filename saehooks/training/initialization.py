@@ -12,7 +12,7 @@ CHUNK_ROWS = 16_384
 def normalization_scale(x: torch.Tensor) -> float:
     """Factor s with E||s x|| = sqrt(d_in), estimated on ``x`` of shape ``[n, d_in]``.
 
-    The norms are summed in float64, block by block, so no float64 copy of ``x`` is formed.
+    The norms are summed in float64, block by block, so no float64 copy of all of ``x`` exists.
 
     Raises:
         ValueError: ``x`` contains NaN or infinite values, or all of it is zero.
