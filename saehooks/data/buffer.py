@@ -135,7 +135,7 @@ class ActivationBuffer:
         if self._source_dry:
             return None
         if self._rows_left is not None and self._rows_left <= 0:
-            self._source_dry = True
+            self._release_source()
             logger.debug("read max_rows from the source after %d served", self.num_served)
             return None
         for chunk in self._source:
@@ -148,9 +148,19 @@ class ActivationBuffer:
                     chunk = chunk[: self._rows_left]
                     self._rows_left -= chunk.shape[0]
                 return chunk
-        self._source_dry = True
+        self._release_source()
         logger.debug("activation source is dry after %d served", self.num_served)
         return None
+
+
+    def _release_source(self) -> None:
+        """Mark the source dry and drop it.
+
+        Dropping it matters when it is one copy of an ``itertools.tee``: a copy that stays
+        referenced but unread makes the tee keep every later item for it.
+        """
+        self._source_dry = True
+        self._source = iter(())
 
 
 def activation_chunks(

@@ -243,7 +243,8 @@ def live_sources(
     """
     # NOTE: memory grows with how far the streams drift apart, which is at most about the
     # largest buffer capacity, since the loop in run_groups always advances the buffer that
-    # has served the fewest activations.
+    # has served the fewest activations. A buffer drops its stream once it has read its
+    # budget, so a group that finishes early does not keep later harvests alive.
     unique_hooks = list(dict.fromkeys(hooks))
     batches = repeated_train_batches(token_stream(data_cfg, host), data_cfg.harvest_batch_size)
     harvests = (host.harvest(tokens, unique_hooks) for tokens in batches)  # hook -> [B, T, d]

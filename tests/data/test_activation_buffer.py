@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -90,6 +91,17 @@ def test_max_rows_stops_reading_the_source():
     assert pulled[-1] == 16
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         ActivationBuffer(chunked_source([4]), capacity=10, batch_size=3, d=D, max_rows=0)
+
+
+def test_max_rows_releases_the_source():
+    # A tee copy kept but unread would make itertools.tee store every later item for it.
+    source = chunked_source([4] * 10)
+    alive = weakref.ref(source)
+    buffer = ActivationBuffer(source, capacity=10, batch_size=3, d=D, max_rows=14)
+    del source
+    assert alive() is not None
+    assert len(list(buffer)) == 5
+    assert alive() is None
 
 
 def test_source_smaller_than_capacity():
