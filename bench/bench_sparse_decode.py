@@ -61,7 +61,7 @@ def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> 
 def new_trainer(batch_size: int, decode_mode: str, dense_hooks: bool = False) -> Trainer:
     sae = new_sae(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K), seed=0)
     if dense_hooks:
-        # A hook that is not a selection-reading tracker needs the dense tensors it sees.
+        # A hook that is not a selection-reading tracker receives the dense tensors.
         for hook_point in (sae.hook_pre_acts, sae.hook_acts):
             hook_point.register_forward_hook(lambda module, inputs, output: None)
     cfg = TrainingConfig(

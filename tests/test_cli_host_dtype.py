@@ -54,4 +54,5 @@ def test_bfloat16_host_warns_without_cpu_support(
         load_training_host(data_cfg)
     warned = any("without bfloat16 instructions" in r.getMessage() for r in caplog.records)
     # The CPU decides which case runs here, and oneDNN's report gives the expected outcome.
-    assert warned == (host_dtype == "bfloat16" and cpu_supports_bfloat16() is False)
+    expected = host_dtype == "bfloat16" and cpu_supports_bfloat16() is False
+    assert warned == expected

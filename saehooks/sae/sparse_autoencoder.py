@@ -178,7 +178,7 @@ class SparseAutoencoder(nn.Module):
         # version counter. Inference tensors have none, so there any hook counts as an edit.
         values = selection.values
         dense = torch.zeros(n_tokens * cfg.d_sae, dtype=values.dtype, device=values.device)
-        acts = dense.scatter(0, selection.positions, selection.values).reshape(n_tokens, cfg.d_sae)
+        acts = dense.scatter(0, selection.positions, values).reshape(n_tokens, cfg.d_sae)
         version = None if acts.is_inference() else acts._version
         hooked_acts = self.hook_acts(acts)
         if version is None:

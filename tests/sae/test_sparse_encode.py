@@ -66,7 +66,7 @@ def test_selected_pre_acts_gradients_hand_computed() -> None:
 
 
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka"])
-def test_hook_on_pre_acts_keeps_dense_encoder_with_same_gradients(architecture: str) -> None:
+def test_pre_acts_hook_keeps_dense_gradients(architecture: str) -> None:
     x = torch.randn(N, D_IN, dtype=torch.float64)
     upstream = torch.randn(N, D_IN, dtype=torch.float64)
     grads = {}
@@ -78,7 +78,9 @@ def test_hook_on_pre_acts_keeps_dense_encoder_with_same_gradients(architecture: 
         assert sae._encodes_sparsely() is not hooked
         (sae(x) * upstream).sum().backward()
         grads[hooked] = {name: p.grad.clone() for name, p in sae.named_parameters()}
-    assert len(seen) == 1 and seen[0].shape == (N, D_SAE) and seen[0].requires_grad
+    assert len(seen) == 1
+    assert seen[0].shape == (N, D_SAE)
+    assert seen[0].requires_grad
     for name, grad in grads[False].items():
         assert_close(grad, grads[True][name], msg=name)
 
